@@ -1,0 +1,3 @@
+fn main() {
+    println!("apogee {}", env!("CARGO_PKG_VERSION"));
+}

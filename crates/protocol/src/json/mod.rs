@@ -1,0 +1,1 @@
+//! Lenient JSON for fastjson peers.

@@ -1,0 +1,1 @@
+//! `apogee-remoting`: the async transport for RocketMQ remoting frames.
