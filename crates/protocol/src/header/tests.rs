@@ -167,7 +167,8 @@ const CASES: &[Case] = &[
 fn sample(spec: &FieldSpec, i: usize) -> String {
     match spec.kind {
         FieldKind::String => format!("{}-v{i}", spec.wire),
-        FieldKind::Int => format!("{}", if i % 2 == 0 { 7 + i as i32 } else { -(i as i32) }),
+        // Alternate signs: negative numbers are valid too (queueId -1).
+        FieldKind::Int => format!("{}", (7 + i as i32) * if i & 1 == 0 { 1 } else { -1 }),
         FieldKind::Long => format!("{}", 1_700_000_000_000i64 + i as i64),
         // True differs from every default false; `committed` (default true) is covered elsewhere.
         FieldKind::Bool => "true".to_owned(),
@@ -315,10 +316,17 @@ fn check_minimal<H: TestHeader>(name: &str) {
     expected_keys.sort();
     let mut keys: Vec<&str> = out.iter().map(|(k, _)| k).collect();
     keys.sort();
-    assert_eq!(keys, expected_keys, "{name}: absent optionals are not written");
+    assert_eq!(
+        keys, expected_keys,
+        "{name}: absent optionals are not written"
+    );
     assert_eq!(H::from_ext_fields(&out), Ok(h), "{name}: re-read");
     if H::FIELDS.iter().all(|s| !s.required) {
-        assert_eq!(H::from_ext_fields(&ExtFields::new()), Ok(H::default()), "{name}");
+        assert_eq!(
+            H::from_ext_fields(&ExtFields::new()),
+            Ok(H::default()),
+            "{name}"
+        );
     }
 }
 
@@ -484,7 +492,10 @@ fn v1_send_header_reencodes_to_exact_v2_keys() {
     let mut ext = ExtFields::new();
     golden_v1().write_ext_fields_v2(&mut ext);
     assert_eq!(sorted(&ext), sorted(&golden_v2_ext()));
-    assert!(ext.get("l").is_none(), "absent maxReconsumeTimes is not written");
+    assert!(
+        ext.get("l").is_none(),
+        "absent maxReconsumeTimes is not written"
+    );
 }
 
 #[test]
@@ -562,12 +573,20 @@ fn decode_send_request_picks_the_header_form_by_code() {
     let mut v1_ext = ExtFields::new();
     golden_v1().write_ext_fields(&mut v1_ext);
     let v2_ext = golden_v2_ext();
-    let rows: &[(i32, &ExtFields, Result<SendMessageRequestHeader, ProtocolError>)] = &[
+    let rows: &[(
+        i32,
+        &ExtFields,
+        Result<SendMessageRequestHeader, ProtocolError>,
+    )] = &[
         (request_code::SEND_MESSAGE, &v1_ext, Ok(golden_v1())),
         (request_code::SEND_REPLY_MESSAGE, &v1_ext, Ok(golden_v1())),
         (request_code::SEND_MESSAGE_V2, &v2_ext, Ok(golden_v1())),
         (request_code::SEND_BATCH_MESSAGE, &v2_ext, Ok(golden_v1())),
-        (request_code::SEND_REPLY_MESSAGE_V2, &v2_ext, Ok(golden_v1())),
+        (
+            request_code::SEND_REPLY_MESSAGE_V2,
+            &v2_ext,
+            Ok(golden_v1()),
+        ),
         (
             request_code::SEND_MESSAGE,
             &v2_ext,
@@ -680,7 +699,8 @@ fn blank_optional_number_reads_as_absent() {
     let ext: ExtFields = [("consumerGroup", "G"), ("topic", "T"), ("queueId", "1")]
         .into_iter()
         .collect();
-    let h = QueryConsumerOffsetRequestHeader::from_ext_fields(&with(&ext, "setZeroIfNotFound", " "));
+    let h =
+        QueryConsumerOffsetRequestHeader::from_ext_fields(&with(&ext, "setZeroIfNotFound", " "));
     assert_eq!(h.map(|h| h.set_zero_if_not_found), Ok(None));
 }
 
@@ -799,7 +819,10 @@ fn java_push_consumer_pull_request_decodes() {
         request_source: None,
         proxy_forward_client_id: None,
     };
-    assert_eq!(PullMessageRequestHeader::from_ext_fields(&ext), Ok(expected));
+    assert_eq!(
+        PullMessageRequestHeader::from_ext_fields(&ext),
+        Ok(expected)
+    );
     let rpc = RpcRequestHeader::from_ext_fields(&ext);
     assert_eq!(
         rpc.map(|r| (r.broker_name, r.logical, r.namespace)),
@@ -931,7 +954,12 @@ fn cpp_client_json_numbers_decode_into_typed_headers() {
     let cmd = RemotingCommand::decode_bytes(&frame).expect("frame decodes");
     let h: PullMessageRequestHeader = cmd.decode_header().expect("header decodes");
     assert_eq!(
-        (h.queue_id, h.max_msg_nums, h.sys_flag, h.suspend_timeout_millis),
+        (
+            h.queue_id,
+            h.max_msg_nums,
+            h.sys_flag,
+            h.suspend_timeout_millis
+        ),
         (3, 32, 2, 20000)
     );
     assert_eq!(h.subscription.as_deref(), Some("*"));
@@ -940,7 +968,8 @@ fn cpp_client_json_numbers_decode_into_typed_headers() {
 #[test]
 fn v2_send_header_survives_both_frame_encodings() {
     for st in [SerializeType::Json, SerializeType::RocketMq] {
-        let mut cmd = RemotingCommand::request(request_code::SEND_MESSAGE_V2).with_serialize_type(st);
+        let mut cmd =
+            RemotingCommand::request(request_code::SEND_MESSAGE_V2).with_serialize_type(st);
         golden_v1().write_ext_fields_v2(&mut cmd.ext_fields);
         let bytes = cmd.to_bytes().expect("encodes");
         let back = RemotingCommand::decode_bytes(&bytes).expect("decodes");
