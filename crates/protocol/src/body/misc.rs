@@ -16,6 +16,16 @@ pub struct KVTable {
 
 impl JsonBody for KVTable {}
 
+/// The name server's KV store as persisted in `kvConfig.json` (`KVConfigSerializeWrapper.java`):
+/// namespace -> key -> value.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KVConfigSerializeWrapper {
+    pub config_table: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl JsonBody for KVConfigSerializeWrapper {}
+
 /// `body/TopicList.java` (GET_ALL_TOPIC_LIST_FROM_NAMESERVER, GET_TOPICS_BY_CLUSTER, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]

@@ -34,7 +34,7 @@ pub use heartbeat::{
 };
 pub use lock::{LockBatchRequestBody, LockBatchResponseBody, UnlockBatchRequestBody};
 pub use message_queue::MessageQueue;
-pub use misc::{GetConsumerListByGroupResponseBody, KVTable, TopicList};
+pub use misc::{GetConsumerListByGroupResponseBody, KVConfigSerializeWrapper, KVTable, TopicList};
 pub use offset::{
     ConsumeStats, ConsumerOffsetSerializeWrapper, OffsetWrapper, ResetOffsetBody, TopicOffset,
     TopicStatsTable,

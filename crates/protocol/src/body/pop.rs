@@ -25,9 +25,17 @@ pub struct BatchAck {
     /// Written as base64, as fastjson writes a `byte[]`; read from base64 or an array of bytes.
     #[serde(rename = "b", alias = "bitSet", with = "bit_bytes")]
     pub bit_set: Vec<u8>,
-    #[serde(rename = "c", alias = "consumerGroup", deserialize_with = "lenient::string")]
+    #[serde(
+        rename = "c",
+        alias = "consumerGroup",
+        deserialize_with = "lenient::string"
+    )]
     pub consumer_group: String,
-    #[serde(rename = "it", alias = "invisibleTime", deserialize_with = "lenient::int64")]
+    #[serde(
+        rename = "it",
+        alias = "invisibleTime",
+        deserialize_with = "lenient::int64"
+    )]
     pub invisible_time: i64,
     #[serde(rename = "pt", alias = "popTime", deserialize_with = "lenient::int64")]
     pub pop_time: i64,
@@ -36,9 +44,17 @@ pub struct BatchAck {
     /// `"1"` when the messages came from a pop retry topic.
     #[serde(rename = "r", alias = "retry", deserialize_with = "lenient::string")]
     pub retry: String,
-    #[serde(rename = "rq", alias = "reviveQueueId", deserialize_with = "lenient::int32")]
+    #[serde(
+        rename = "rq",
+        alias = "reviveQueueId",
+        deserialize_with = "lenient::int32"
+    )]
     pub revive_queue_id: i32,
-    #[serde(rename = "so", alias = "startOffset", deserialize_with = "lenient::int64")]
+    #[serde(
+        rename = "so",
+        alias = "startOffset",
+        deserialize_with = "lenient::int64"
+    )]
     pub start_offset: i64,
     #[serde(rename = "t", alias = "topic", deserialize_with = "lenient::string")]
     pub topic: String,
@@ -47,15 +63,21 @@ pub struct BatchAck {
 impl BatchAck {
     /// Indexes of the set bits, ascending.
     pub fn acked_indexes(&self) -> impl Iterator<Item = u32> + '_ {
-        self.bit_set.iter().enumerate().flat_map(|(byte_index, &byte)| {
-            (0..8u32).filter_map(move |bit| {
-                if byte & (1 << bit) != 0 {
-                    u32::try_from(byte_index).ok()?.checked_mul(8)?.checked_add(bit)
-                } else {
-                    None
-                }
+        self.bit_set
+            .iter()
+            .enumerate()
+            .flat_map(|(byte_index, &byte)| {
+                (0..8u32).filter_map(move |bit| {
+                    if byte & (1 << bit) != 0 {
+                        u32::try_from(byte_index)
+                            .ok()?
+                            .checked_mul(8)?
+                            .checked_add(bit)
+                    } else {
+                        None
+                    }
+                })
             })
-        })
     }
 
     /// The acked queue offsets, ascending.

@@ -41,7 +41,11 @@ pub fn route_json_form(request_version: i32, accept_standard_json_only: bool) ->
 
 impl TopicRouteData {
     /// Encodes the body for a GET_ROUTEINFO_BY_TOPIC requester (see [`route_json_form`]).
-    pub fn encode_for(&self, request_version: i32, accept_standard_json_only: bool) -> Result<Vec<u8>> {
+    pub fn encode_for(
+        &self,
+        request_version: i32,
+        accept_standard_json_only: bool,
+    ) -> Result<Vec<u8>> {
         self.encode_as(route_json_form(request_version, accept_standard_json_only))
     }
 }

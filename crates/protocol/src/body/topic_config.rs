@@ -46,6 +46,9 @@ impl DataVersion {
     }
 }
 
+/// Also the QUERY_DATA_VERSION request body.
+impl JsonBody for DataVersion {}
+
 wire_enum! {
     /// `common/TopicFilterType.java`.
     #[derive(Default)]

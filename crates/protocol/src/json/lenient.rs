@@ -67,9 +67,9 @@ impl Visitor<'_> for IntVisitor {
         i64::try_from(v).map_err(|_| E::custom(format!("integer {v} out of range for i64")))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<i64, E> {
-        // The range check is against 2^63, which is exactly representable.
-        if v.fract() == 0.0 && v >= -9.223_372_036_854_775_808e18 && v < 9.223_372_036_854_775_808e18
-        {
+        // 2^63 is exactly representable, so the range is exact.
+        const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+        if v.fract() == 0.0 && (-TWO_POW_63..TWO_POW_63).contains(&v) {
             Ok(v as i64)
         } else {
             Err(E::custom(format!("{v} is not an integer")))

@@ -21,7 +21,7 @@ mod read;
 mod write;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
