@@ -242,8 +242,8 @@ fn random_bytes_never_panic() {
         }
         let _ = from_slice::<BTreeMap<String, serde_json::Value>>(&input);
     }
-    // Mutations of the sample include some that stay valid; most inputs must be refused.
-    assert!(accepted < 700, "accepted {accepted}");
+    // Some inputs are valid (a lone number, mutations that keep the sample valid); most are not.
+    assert!(accepted < 150, "accepted {accepted} of 600");
 }
 
 #[test]
