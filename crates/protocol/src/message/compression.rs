@@ -112,20 +112,21 @@ impl CompressionType {
         }
     }
 
-    /// Decompresses `data`, failing (never panicking) on corrupt or truncated input and when the
-    /// output would exceed `max_output_bytes`.
+    /// Decompresses `data`, failing (never panicking) on empty, corrupt or truncated input and
+    /// when the output would exceed `max_output_bytes`.
     pub fn decompress(self, data: &[u8], max_output_bytes: usize) -> Result<Vec<u8>> {
         let io_err =
             |e: std::io::Error| ProtocolError::Compression(format!("{}: {e}", self.name()));
+        if data.is_empty() {
+            // Every codec's output has a header, so nothing at all is never a compressed body.
+            return Err(ProtocolError::Compression(format!(
+                "{}: empty input",
+                self.name()
+            )));
+        }
         match self {
             CompressionType::Zlib => zlib_decompress(data, max_output_bytes),
-            CompressionType::Lz4 => {
-                // The frame reader treats a cut at a block boundary as a clean end, so make sure
-                // every frame is whole before trusting its output.
-                check_lz4_frames_complete(data)?;
-                let decoder = lz4_flex::frame::FrameDecoder::new(data);
-                read_limited(decoder, max_output_bytes, data.len(), self)
-            }
+            CompressionType::Lz4 => lz4_decompress(data, max_output_bytes),
             CompressionType::Zstd => {
                 let decoder = zstd::stream::read::Decoder::with_buffer(data).map_err(io_err)?;
                 read_limited(decoder, max_output_bytes, data.len(), self)
@@ -205,53 +206,71 @@ fn zlib_decompress(data: &[u8], max_output_bytes: usize) -> Result<Vec<u8>> {
 
 const LZ4_FRAME_MAGIC: u32 = 0x184D_2204;
 
-/// Walks the LZ4 frame structure (headers, block sizes, end marks, checksums) without
-/// decompressing, failing if `data` is empty, is not LZ4 frames, or ends inside one.
-fn check_lz4_frames_complete(data: &[u8]) -> Result<()> {
+/// Length of the LZ4 frame at the start of `data`, found by walking its structure (header, block
+/// sizes, end mark, checksums) without decompressing. Fails if `data` is not an LZ4 frame or ends
+/// inside one.
+fn lz4_frame_len(data: &[u8]) -> Result<usize> {
     let truncated = || ProtocolError::Compression("LZ4: truncated frame".into());
     let le_u32 = |pos: usize| -> Option<u32> {
         let b = data.get(pos..pos.checked_add(4)?)?;
         Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     };
-    if data.is_empty() {
+    if le_u32(0).ok_or_else(truncated)? != LZ4_FRAME_MAGIC {
+        return Err(ProtocolError::Compression("LZ4: not an LZ4 frame".into()));
+    }
+    let flags = *data.get(4).ok_or_else(truncated)?;
+    if flags >> 6 != 0b01 {
+        return Err(ProtocolError::Compression(
+            "LZ4: unsupported frame version".into(),
+        ));
+    }
+    let block_checksum = flags & 0x10 != 0;
+    let content_size = flags & 0x08 != 0;
+    let content_checksum = flags & 0x04 != 0;
+    let dict_id = flags & 0x01 != 0;
+    // Magic, FLG, BD, optional content size and dictionary id, header checksum.
+    let mut pos = 4 + 2 + if content_size { 8 } else { 0 } + if dict_id { 4 } else { 0 } + 1;
+    loop {
+        let size = le_u32(pos).ok_or_else(truncated)?;
+        pos += 4;
+        if size == 0 {
+            break;
+        }
+        let len = (size & 0x7FFF_FFFF) as usize + if block_checksum { 4 } else { 0 };
+        pos = pos.checked_add(len).ok_or_else(truncated)?;
+    }
+    if content_checksum {
+        pos += 4;
+    }
+    if pos > data.len() {
         return Err(truncated());
     }
-    let mut pos = 0usize;
-    while pos < data.len() {
-        if le_u32(pos).ok_or_else(truncated)? != LZ4_FRAME_MAGIC {
-            return Err(ProtocolError::Compression("LZ4: not an LZ4 frame".into()));
+    Ok(pos)
+}
+
+/// Decodes one or more LZ4 frames back to back (lz4-java reads concatenated frames too). The frame
+/// reader treats a cut at a block boundary as a clean end, so each frame is checked whole first.
+fn lz4_decompress(data: &[u8], max_output_bytes: usize) -> Result<Vec<u8>> {
+    let ty = CompressionType::Lz4;
+    let limit = u64::try_from(max_output_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let mut out = Vec::with_capacity(data.len().saturating_mul(4).min(max_output_bytes));
+    let mut rest = data;
+    while !rest.is_empty() {
+        let len = lz4_frame_len(rest)?;
+        let (frame, tail) = rest.split_at(len);
+        let room = limit.saturating_sub(out.len() as u64);
+        lz4_flex::frame::FrameDecoder::new(frame)
+            .take(room)
+            .read_to_end(&mut out)
+            .map_err(|e| ProtocolError::Compression(format!("LZ4: {e}")))?;
+        if out.len() > max_output_bytes {
+            return Err(over_limit(ty, max_output_bytes));
         }
-        let flags = *data.get(pos + 4).ok_or_else(truncated)?;
-        if flags >> 6 != 0b01 {
-            return Err(ProtocolError::Compression(
-                "LZ4: unsupported frame version".into(),
-            ));
-        }
-        let block_checksum = flags & 0x10 != 0;
-        let content_size = flags & 0x08 != 0;
-        let content_checksum = flags & 0x04 != 0;
-        let dict_id = flags & 0x01 != 0;
-        // Magic, FLG, BD, optional content size and dictionary id, header checksum.
-        pos += 4 + 2 + if content_size { 8 } else { 0 } + if dict_id { 4 } else { 0 } + 1;
-        loop {
-            let size = le_u32(pos).ok_or_else(truncated)?;
-            pos += 4;
-            if size == 0 {
-                break;
-            }
-            let len = (size & 0x7FFF_FFFF) as usize;
-            pos = pos
-                .checked_add(len + if block_checksum { 4 } else { 0 })
-                .ok_or_else(truncated)?;
-        }
-        if content_checksum {
-            pos += 4;
-        }
-        if pos > data.len() {
-            return Err(truncated());
-        }
+        rest = tail;
     }
-    Ok(())
+    Ok(out)
 }
 
 /// Compresses `body` with `ty` and returns it with the sysflag a producer would send.
@@ -338,6 +357,43 @@ mod tests {
     }
 
     #[test]
+    fn lz4_decodes_frames_laid_out_as_lz4_java_writes_them() {
+        // LZ4FrameOutputStream defaults: FLG 0x60 (version 1, independent blocks), BD 0x70 (4 MiB
+        // blocks), header checksum 0x73; "hello" does not compress, so one raw block (high bit).
+        let plain = [
+            0x04, 0x22, 0x4D, 0x18, 0x60, 0x70, 0x73, 0x05, 0x00, 0x00, 0x80, b'h', b'e', b'l',
+            b'l', b'o', 0x00, 0x00, 0x00, 0x00,
+        ];
+        assert_eq!(
+            CompressionType::Lz4.decompress(&plain, 100).unwrap(),
+            b"hello"
+        );
+        // The same with a content checksum (FLG 0x64, HC 0xB9, XXH32("hello") = 0xFB0077F9).
+        let checked = [
+            0x04, 0x22, 0x4D, 0x18, 0x64, 0x70, 0xB9, 0x05, 0x00, 0x00, 0x80, b'h', b'e', b'l',
+            b'l', b'o', 0x00, 0x00, 0x00, 0x00, 0xF9, 0x77, 0x00, 0xFB,
+        ];
+        assert_eq!(
+            CompressionType::Lz4.decompress(&checked, 100).unwrap(),
+            b"hello"
+        );
+        for cut in 0..checked.len() {
+            assert!(
+                CompressionType::Lz4
+                    .decompress(&checked[..cut], 100)
+                    .is_err(),
+                "cut {cut}"
+            );
+        }
+        let mut two_frames = plain.to_vec();
+        two_frames.extend_from_slice(&plain);
+        assert_eq!(
+            CompressionType::Lz4.decompress(&two_frames, 100).unwrap(),
+            b"hellohello"
+        );
+    }
+
+    #[test]
     fn zstd_output_is_a_frame_with_the_zstd_magic() {
         let compressed = CompressionType::Zstd.compress(b"hello", 5).unwrap();
         assert_eq!(&compressed[..4], &[0x28, 0xB5, 0x2F, 0xFD]);
@@ -365,7 +421,7 @@ mod tests {
                 "{ty}"
             );
             let compressed = ty.compress(&data, 5).unwrap();
-            for cut in [1, compressed.len() / 2, compressed.len() - 1] {
+            for cut in [0, 1, compressed.len() / 2, compressed.len() - 1] {
                 let result = ty.decompress(&compressed[..cut], 1 << 20);
                 assert!(result.is_err(), "{ty} cut at {cut} of {}", compressed.len());
             }

@@ -15,7 +15,7 @@ pub mod sysflag;
 pub use batch::{decode_batch, encode_batch, BatchEntry, BatchEntryView, BatchViews};
 pub use compression::CompressionType;
 pub use hash::{java_string_hash, tags_code};
-pub use id::{OffsetMsgId, UniqIdGenerator, UniqIdParts};
+pub use id::{normalize_host, OffsetMsgId, UniqIdGenerator, UniqIdParts};
 pub use properties::{keys, MessageProperties};
 pub use record::{MessageRecord, MessageVersion, RecordHead, RecordView, RecordViews, Records};
 pub use sysflag::TransactionType;
