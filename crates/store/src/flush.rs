@@ -1,0 +1,290 @@
+//! The CommitLog flusher: one thread that makes appended bytes durable.
+//!
+//! Sync mode is group commit: a writer registers "tell me when offset X is durable" and the flusher
+//! answers every waiter registered before it started an fdatasync once that fdatasync returns, so one
+//! fsync serves all of them. Async mode flushes on a timer, or early once enough bytes are dirty.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use crate::config::FlushDiskType;
+
+/// Called with `true` once the offset it waited for is durable, `false` if the flush failed (the
+/// store is then read-only) or the store shut down first.
+pub type FlushCallback = Box<dyn FnOnce(bool) + Send>;
+
+/// What the flusher needs from the log it flushes.
+pub(crate) trait Flushable: Send + Sync + 'static {
+    /// The published write position: every byte below it is appended.
+    fn write_position(&self) -> u64;
+    /// Makes `[from, to)` durable.
+    fn sync_range(&self, from: u64, to: u64) -> std::io::Result<()>;
+    /// Called after a failed sync: the log must stop accepting writes.
+    fn on_flush_error(&self, err: &std::io::Error);
+}
+
+struct State {
+    waiters: Vec<(u64, FlushCallback)>,
+    dirty_signal: bool,
+    shutdown: bool,
+}
+
+pub(crate) struct Flusher {
+    state: Mutex<State>,
+    cond: Condvar,
+    flushed: AtomicU64,
+    failed: AtomicBool,
+    mode: FlushDiskType,
+    interval: Duration,
+    least_bytes: u64,
+}
+
+impl Flusher {
+    pub fn new(mode: FlushDiskType, interval_ms: u64, least_bytes: u64, flushed: u64) -> Flusher {
+        Flusher {
+            state: Mutex::new(State {
+                waiters: Vec::new(),
+                dirty_signal: false,
+                shutdown: false,
+            }),
+            cond: Condvar::new(),
+            flushed: AtomicU64::new(flushed),
+            failed: AtomicBool::new(false),
+            mode,
+            interval: Duration::from_millis(interval_ms.max(1)),
+            least_bytes,
+        }
+    }
+
+    /// Everything below this offset is durable.
+    pub fn flushed_offset(&self) -> u64 {
+        self.flushed.load(Ordering::Acquire)
+    }
+
+    /// Sets the durable offset after recovery, before the flusher thread starts.
+    pub fn set_flushed(&self, offset: u64) {
+        self.flushed.store(offset, Ordering::Release);
+    }
+
+    /// Calls `cb` once `offset` is durable (at once if it already is).
+    pub fn wait_for(&self, offset: u64, cb: FlushCallback) {
+        if self.failed.load(Ordering::Acquire) {
+            cb(false);
+            return;
+        }
+        if self.flushed_offset() >= offset {
+            cb(true);
+            return;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.shutdown {
+            drop(st);
+            cb(false);
+            return;
+        }
+        st.waiters.push((offset, cb));
+        drop(st);
+        self.cond.notify_one();
+    }
+
+    /// Async mode: tells the flusher that `write_position` bytes exist, so it can start early.
+    pub fn note_appended(&self, write_position: u64) {
+        if self.mode == FlushDiskType::Async
+            && write_position.saturating_sub(self.flushed_offset()) >= self.least_bytes
+        {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if !st.dirty_signal {
+                st.dirty_signal = true;
+                drop(st);
+                self.cond.notify_one();
+            }
+        }
+    }
+
+    /// The flusher thread's body; returns after [`Flusher::shutdown`], having flushed everything.
+    pub fn run(&self, log: &dyn Flushable) {
+        loop {
+            let (batch, shutdown) = {
+                let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                while st.waiters.is_empty() && !st.dirty_signal && !st.shutdown {
+                    let (guard, timeout) = self
+                        .cond
+                        .wait_timeout(st, self.interval)
+                        .unwrap_or_else(|p| p.into_inner());
+                    st = guard;
+                    if timeout.timed_out() {
+                        break;
+                    }
+                }
+                st.dirty_signal = false;
+                (std::mem::take(&mut st.waiters), st.shutdown)
+            };
+            // Every waiter in `batch` registered an offset that was already published, so the
+            // position read now covers all of them.
+            let target = log.write_position();
+            let from = self.flushed_offset();
+            let ok = if target > from && !self.failed.load(Ordering::Acquire) {
+                match log.sync_range(from, target) {
+                    Ok(()) => {
+                        self.flushed.store(target, Ordering::Release);
+                        true
+                    }
+                    Err(e) => {
+                        self.failed.store(true, Ordering::Release);
+                        log.on_flush_error(&e);
+                        false
+                    }
+                }
+            } else {
+                !self.failed.load(Ordering::Acquire)
+            };
+            for (offset, cb) in batch {
+                cb(ok && self.flushed_offset() >= offset);
+            }
+            if shutdown {
+                let rest = {
+                    let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                    std::mem::take(&mut st.waiters)
+                };
+                for (offset, cb) in rest {
+                    cb(self.flushed_offset() >= offset);
+                }
+                return;
+            }
+        }
+    }
+
+    pub fn shutdown(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.shutdown = true;
+        drop(st);
+        self.cond.notify_all();
+    }
+}
+
+/// Runs `flusher` on its own thread over `log`.
+pub(crate) fn spawn(
+    flusher: Arc<Flusher>,
+    log: Arc<dyn Flushable>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("apogee-flush".into())
+        .spawn(move || flusher.run(log.as_ref()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    struct FakeLog {
+        pos: AtomicU64,
+        syncs: AtomicU64,
+        fail: AtomicBool,
+        errors: AtomicU64,
+    }
+
+    impl Flushable for FakeLog {
+        fn write_position(&self) -> u64 {
+            self.pos.load(Ordering::Acquire)
+        }
+        fn sync_range(&self, _from: u64, _to: u64) -> std::io::Result<()> {
+            self.syncs.fetch_add(1, Ordering::AcqRel);
+            if self.fail.load(Ordering::Acquire) {
+                Err(std::io::Error::other("EIO"))
+            } else {
+                Ok(())
+            }
+        }
+        fn on_flush_error(&self, _err: &std::io::Error) {
+            self.errors.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn fake() -> Arc<FakeLog> {
+        Arc::new(FakeLog {
+            pos: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            fail: AtomicBool::new(false),
+            errors: AtomicU64::new(0),
+        })
+    }
+
+    #[test]
+    fn sync_waiters_are_answered_after_a_covering_flush() {
+        let log = fake();
+        let flusher = Arc::new(Flusher::new(FlushDiskType::Sync, 10_000, 0, 0));
+        let h = spawn(flusher.clone(), log.clone()).unwrap();
+        let (tx, rx) = mpsc::channel();
+        for i in 1..=100u64 {
+            log.pos.store(i * 10, Ordering::Release);
+            let tx = tx.clone();
+            flusher.wait_for(i * 10, Box::new(move |ok| tx.send((i, ok)).unwrap()));
+        }
+        let mut got: Vec<(u64, bool)> = (0..100).map(|_| rx.recv().unwrap()).collect();
+        got.sort();
+        assert!(got.iter().all(|(_, ok)| *ok));
+        assert_eq!(flusher.flushed_offset(), 1000);
+        // Group commit: far fewer fsyncs than waiters (at least one).
+        let syncs = log.syncs.load(Ordering::Acquire);
+        assert!((1..=100).contains(&syncs));
+        flusher.shutdown();
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn an_already_durable_offset_is_answered_at_once() {
+        let flusher = Flusher::new(FlushDiskType::Sync, 10_000, 0, 500);
+        let (tx, rx) = mpsc::channel();
+        flusher.wait_for(400, Box::new(move |ok| tx.send(ok).unwrap()));
+        assert!(rx.try_recv().unwrap());
+    }
+
+    #[test]
+    fn a_failed_fsync_fails_waiters_and_all_later_ones() {
+        let log = fake();
+        log.fail.store(true, Ordering::Release);
+        let flusher = Arc::new(Flusher::new(FlushDiskType::Sync, 10_000, 0, 0));
+        let h = spawn(flusher.clone(), log.clone()).unwrap();
+        log.pos.store(10, Ordering::Release);
+        let (tx, rx) = mpsc::channel();
+        let tx2 = tx.clone();
+        flusher.wait_for(10, Box::new(move |ok| tx.send(ok).unwrap()));
+        assert!(!rx.recv().unwrap());
+        assert_eq!(log.errors.load(Ordering::Acquire), 1);
+        flusher.wait_for(10, Box::new(move |ok| tx2.send(ok).unwrap()));
+        assert!(!rx.recv().unwrap());
+        flusher.shutdown();
+        h.join().unwrap();
+    }
+
+    #[test]
+    fn async_dirty_signal_is_raised_only_past_the_threshold() {
+        let flusher = Flusher::new(FlushDiskType::Async, 3_600_000, 100, 0);
+        flusher.note_appended(99);
+        assert!(!flusher.state.lock().unwrap().dirty_signal);
+        flusher.note_appended(100);
+        assert!(flusher.state.lock().unwrap().dirty_signal);
+        let sync = Flusher::new(FlushDiskType::Sync, 3_600_000, 100, 0);
+        sync.note_appended(1000);
+        assert!(!sync.state.lock().unwrap().dirty_signal);
+    }
+
+    #[test]
+    fn async_mode_answers_waiters_and_flushes_everything_on_shutdown() {
+        let log = fake();
+        // A long interval: only the dirty signal or shutdown can trigger a flush.
+        let flusher = Arc::new(Flusher::new(FlushDiskType::Async, 3_600_000, 100, 0));
+        let h = spawn(flusher.clone(), log.clone()).unwrap();
+        log.pos.store(150, Ordering::Release);
+        flusher.note_appended(150);
+        let (tx, rx) = mpsc::channel();
+        flusher.wait_for(150, Box::new(move |ok| tx.send(ok).unwrap()));
+        assert!(rx.recv().unwrap());
+        log.pos.store(160, Ordering::Release);
+        flusher.shutdown();
+        h.join().unwrap();
+        assert_eq!(flusher.flushed_offset(), 160);
+    }
+}

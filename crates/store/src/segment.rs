@@ -1,0 +1,250 @@
+//! A preallocated, memory-mapped file holding one stretch of a log (a CommitLog segment, a
+//! consume-queue file or an index file). Byte 0 of the file is global offset `start`.
+//!
+//! Concurrency contract: exactly one writer per segment, and readers only touch bytes the writer has
+//! already published (through an atomic write position kept by the owner). The unsafe accessors below
+//! rely on that contract; the safe types built on them (CommitLog, ConsumeQueue, index) enforce it.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use memmap2::{MmapOptions, MmapRaw};
+
+pub(crate) struct Segment {
+    start: u64,
+    len: usize,
+    path: PathBuf,
+    file: File,
+    map: MmapRaw,
+    /// Set when the segment was removed by retention or recovery; the mapping stays valid for
+    /// readers that still hold it, and the file is unlinked when the last holder lets go.
+    deleted: AtomicBool,
+}
+
+/// Name of a file that starts at `offset`: 20 digits, zero-padded, as RocketMQ names its files.
+pub(crate) fn file_name(offset: u64) -> String {
+    format!("{offset:020}")
+}
+
+/// Parses a file name written by [`file_name`]; other names are not ours.
+pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
+    if name.len() == 20 && name.bytes().all(|b| b.is_ascii_digit()) {
+        name.parse().ok()
+    } else {
+        None
+    }
+}
+
+impl Segment {
+    /// Creates the file at its full length (allocating the blocks, so later writes cannot run out of
+    /// space and fdatasync need not update the size) and maps it.
+    pub fn create(path: &Path, start: u64, len: usize) -> io::Result<Segment> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        preallocate(&file, len as u64)?;
+        Self::map(file, path, start, len)
+    }
+
+    /// Opens an existing file. A file shorter than `len` (a crash during creation) is extended.
+    pub fn open(path: &Path, start: u64, len: usize) -> io::Result<Segment> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let actual = file.metadata()?.len();
+        if actual < len as u64 {
+            preallocate(&file, len as u64)?;
+        } else if actual > len as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} is {actual} bytes, larger than the configured {len}",
+                    path.display()
+                ),
+            ));
+        }
+        Self::map(file, path, start, len)
+    }
+
+    fn map(file: File, path: &Path, start: u64, len: usize) -> io::Result<Segment> {
+        let map = MmapOptions::new().len(len).map_raw(&file)?;
+        Ok(Segment {
+            start,
+            len,
+            path: path.to_path_buf(),
+            file,
+            map,
+            deleted: AtomicBool::new(false),
+        })
+    }
+
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
+    pub fn end(&self) -> u64 {
+        self.start + self.len as u64
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Copies `data` to file position `pos`.
+    ///
+    /// # Safety
+    /// The caller is the segment's only writer and no reader looks at `pos..pos + data.len()` until
+    /// the caller publishes it.
+    pub unsafe fn write(&self, pos: usize, data: &[u8]) {
+        assert!(pos + data.len() <= self.len, "write past segment end");
+        std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos), data.len());
+    }
+
+    /// Fills `pos..end` with zeros.
+    ///
+    /// # Safety
+    /// As for [`Segment::write`].
+    pub unsafe fn zero(&self, pos: usize, end: usize) {
+        assert!(pos <= end && end <= self.len, "zero range outside segment");
+        std::ptr::write_bytes(self.map.as_mut_ptr().add(pos), 0, end - pos);
+    }
+
+    /// The bytes at `pos..pos + len`.
+    ///
+    /// # Safety
+    /// The range was published by the writer (or the store is not accepting writes yet, as during
+    /// recovery), so no write to it is in progress.
+    pub unsafe fn slice(&self, pos: usize, len: usize) -> &[u8] {
+        assert!(pos + len <= self.len, "read past segment end");
+        std::slice::from_raw_parts(self.map.as_ptr().add(pos), len)
+    }
+
+    /// The bytes at `pos..pos + len` as a `Bytes` that keeps the mapping alive: no copy.
+    ///
+    /// # Safety
+    /// As for [`Segment::slice`], and the range is never written again while the `Bytes` lives
+    /// (true for published CommitLog records, which are immutable).
+    pub unsafe fn bytes(self: &Arc<Self>, pos: usize, len: usize) -> Bytes {
+        assert!(pos + len <= self.len, "read past segment end");
+        Bytes::from_owner(SegmentSlice {
+            segment: Arc::clone(self),
+            pos,
+            len,
+        })
+    }
+
+    /// Makes every write so far durable (fdatasync: the size never changes, so no metadata waits).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Marks the segment deleted; the file is unlinked when the last holder drops it.
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if self.deleted.load(Ordering::Acquire) {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    tracing::warn!("could not remove {}: {e}", self.path.display());
+                }
+            }
+        }
+    }
+}
+
+struct SegmentSlice {
+    segment: Arc<Segment>,
+    pos: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for SegmentSlice {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: the range was published before this slice was made and is immutable from then on.
+        unsafe { self.segment.slice(self.pos, self.len) }
+    }
+}
+
+/// Allocates the blocks of `file` up to `len` bytes. Falls back to a sparse `set_len` on file systems
+/// without fallocate.
+fn preallocate(file: &File, len: u64) -> io::Result<()> {
+    let len_off = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+    // SAFETY: fallocate on a valid, owned descriptor; no memory is passed.
+    let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len_off) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) => file.set_len(len),
+        _ => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_twenty_digits_and_parse_back() {
+        assert_eq!(file_name(1_073_741_824), "00000000001073741824");
+        assert_eq!(parse_file_name("00000000001073741824"), Some(1_073_741_824));
+        assert_eq!(parse_file_name("1073741824"), None);
+        assert_eq!(parse_file_name("0000000000107374182x"), None);
+    }
+
+    #[test]
+    fn written_bytes_are_read_back_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(4096));
+        let seg = Arc::new(Segment::create(&path, 4096, 8192).unwrap());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8192);
+        unsafe { seg.write(100, b"hello") };
+        let b = unsafe { seg.bytes(100, 5) };
+        assert_eq!(&b[..], b"hello");
+        seg.sync().unwrap();
+        drop(seg);
+        // The Bytes kept the mapping alive after the segment handle was dropped.
+        assert_eq!(&b[..], b"hello");
+        let seg = Segment::open(&path, 4096, 8192).unwrap();
+        assert_eq!(unsafe { seg.slice(100, 5) }, b"hello");
+        assert_eq!(unsafe { seg.slice(0, 4) }, &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn creating_an_existing_file_fails_instead_of_overwriting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(0));
+        Segment::create(&path, 0, 4096).unwrap();
+        assert!(Segment::create(&path, 0, 4096).is_err());
+    }
+
+    #[test]
+    fn deleted_segment_is_unlinked_when_last_holder_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(0));
+        let seg = Arc::new(Segment::create(&path, 0, 4096).unwrap());
+        unsafe { seg.write(0, b"x") };
+        let held = unsafe { seg.bytes(0, 1) };
+        seg.mark_deleted();
+        drop(seg);
+        assert!(path.exists(), "a reader still holds it");
+        assert_eq!(&held[..], b"x");
+        drop(held);
+        assert!(!path.exists());
+    }
+}
