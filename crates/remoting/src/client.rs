@@ -255,7 +255,8 @@ async fn connect_attempt(
     };
     {
         let mut slots = lock(&inner.slots);
-        let ours = matches!(slots.get(&addr), Some(Slot::Connecting { attempt: a, .. }) if *a == attempt);
+        let ours =
+            matches!(slots.get(&addr), Some(Slot::Connecting { attempt: a, .. }) if *a == attempt);
         let closed = inner.closed.load(Ordering::SeqCst);
         if ours {
             match &outcome {

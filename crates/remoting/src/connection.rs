@@ -472,7 +472,11 @@ async fn dispatch_request(conn: &ConnectionHandle, request: RemotingCommand) {
     let info = RequestInfo::of(&request);
     if s.in_flight.load(Ordering::Relaxed) >= s.config.max_in_flight_per_connection {
         if !info.oneway {
-            debug!(id = s.id, code = request.code, "refusing request: in-flight limit reached");
+            debug!(
+                id = s.id,
+                code = request.code,
+                "refusing request: in-flight limit reached"
+            );
             let busy =
                 RemotingCommand::response_to(&request, SYSTEM_BUSY, Some(OVERLOAD_REMARK.into()));
             // Waiting for queue room here is the back-pressure that stops reading from a peer
@@ -594,7 +598,11 @@ fn reserve_for_next_frame(buf: &mut BytesMut, max_frame_bytes: usize) {
     }
 }
 
-async fn run_writer(s: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>, mut writer: OwnedWriteHalf) {
+async fn run_writer(
+    s: Arc<Shared>,
+    mut queue: mpsc::Receiver<Outgoing>,
+    mut writer: OwnedWriteHalf,
+) {
     let closed = s.closed.wait();
     tokio::pin!(closed);
     let mut buf = BytesMut::with_capacity(64 * 1024);
@@ -614,7 +622,9 @@ async fn run_writer(s: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>, mut wri
                 Outgoing::Command(cmd) => s.encode_outgoing(cmd, &mut buf),
                 Outgoing::Flush(ack) => acks.push(ack),
             }
-            if buf.len() >= WRITE_FLUSH_BYTES && !write_out(&s, &mut writer, &mut buf, &mut closed).await {
+            if buf.len() >= WRITE_FLUSH_BYTES
+                && !write_out(&s, &mut writer, &mut buf, &mut closed).await
+            {
                 break 'run;
             }
         }

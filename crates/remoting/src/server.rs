@@ -181,8 +181,7 @@ fn admit(inner: &Arc<ServerInner>, stream: TcpStream, peer: SocketAddr) {
 async fn graceful_shutdown(inner: Arc<ServerInner>) {
     inner.stop_accepting.fire();
     inner.accept_stopped.wait().await;
-    let connections: Vec<ConnectionHandle> =
-        lock(&inner.connections).values().cloned().collect();
+    let connections: Vec<ConnectionHandle> = lock(&inner.connections).values().cloned().collect();
     for conn in &connections {
         conn.drain();
     }
