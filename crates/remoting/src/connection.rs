@@ -35,6 +35,10 @@ use crate::util::{lock, panic_message, BuildIntHasher, CatchUnwind, Signal};
 /// RocketMQ's remark when a request is refused because too many are being handled.
 pub const OVERLOAD_REMARK: &str = "[OVERLOAD]system busy, start flow control for a while";
 
+/// The remark of the `SYSTEM_BUSY` answer to requests that arrive while a connection drains
+/// (RocketMQ clients retry `SYSTEM_BUSY` elsewhere).
+pub const SHUTTING_DOWN_REMARK: &str = "[SHUTDOWN]server is shutting down, try another one";
+
 /// Read buffer growth step.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// The writer writes once its buffer holds this much, even if more frames are queued, so one
@@ -160,9 +164,10 @@ impl ConnectionHandle {
         self.shared.close("closed locally");
     }
 
-    /// Closes gracefully: stops reading new requests, lets the handlers already running finish and
-    /// their responses reach the socket, then closes. Requests this side is awaiting fail once it
-    /// closes. Returns at once; await [`closed`](Self::closed) for the end.
+    /// Closes gracefully: new requests are answered `SYSTEM_BUSY` instead of handled, the
+    /// handlers already running finish and their responses reach the socket, then the connection
+    /// closes. Responses to this side's own requests are still read meanwhile (a handler may be
+    /// waiting on one). Returns at once; await [`closed`](Self::closed) for the end.
     pub fn drain(&self) {
         self.shared.draining.fire();
     }
@@ -470,15 +475,17 @@ impl RequestInfo {
 async fn dispatch_request(conn: &ConnectionHandle, request: RemotingCommand) {
     let s = &conn.shared;
     let info = RequestInfo::of(&request);
-    if s.in_flight.load(Ordering::Relaxed) >= s.config.max_in_flight_per_connection {
+    let refusal = if s.in_flight.load(Ordering::Relaxed) >= s.config.max_in_flight_per_connection {
+        Some(OVERLOAD_REMARK)
+    } else if s.draining.is_fired() {
+        Some(SHUTTING_DOWN_REMARK)
+    } else {
+        None
+    };
+    if let Some(remark) = refusal {
         if !info.oneway {
-            debug!(
-                id = s.id,
-                code = request.code,
-                "refusing request: in-flight limit reached"
-            );
-            let busy =
-                RemotingCommand::response_to(&request, SYSTEM_BUSY, Some(OVERLOAD_REMARK.into()));
+            debug!(id = s.id, code = request.code, remark, "refusing request");
+            let busy = RemotingCommand::response_to(&request, SYSTEM_BUSY, Some(remark.into()));
             // Waiting for queue room here is the back-pressure that stops reading from a peer
             // that floods us.
             let _ = s.out_tx.send(Outgoing::Command(busy)).await;
@@ -524,8 +531,12 @@ async fn run_reader(conn: ConnectionHandle, mut reader: OwnedReadHalf) {
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
     let closed = s.closed.wait();
     tokio::pin!(closed);
-    let draining = s.draining.wait();
-    tokio::pin!(draining);
+    // Resolves once a drain was asked for and the last running handler has finished.
+    let drained = async {
+        s.draining.wait().await;
+        s.wait_in_flight_zero().await;
+    };
+    tokio::pin!(drained);
     let idle = tokio::time::sleep(idle_timeout.unwrap_or(Duration::from_secs(3600)));
     tokio::pin!(idle);
     loop {
@@ -545,8 +556,7 @@ async fn run_reader(conn: ConnectionHandle, mut reader: OwnedReadHalf) {
         tokio::select! {
             biased;
             _ = &mut closed => return,
-            _ = &mut draining => {
-                s.wait_in_flight_zero().await;
+            _ = &mut drained => {
                 let (ack_tx, ack_rx) = oneshot::channel();
                 if s.out_tx.send(Outgoing::Flush(ack_tx)).await.is_ok() {
                     let _ = ack_rx.await;

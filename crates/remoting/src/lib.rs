@@ -16,7 +16,7 @@ mod util;
 
 pub use client::RemotingClient;
 pub use config::RemotingConfig;
-pub use connection::{ConnectionHandle, OVERLOAD_REMARK};
+pub use connection::{ConnectionHandle, OVERLOAD_REMARK, SHUTTING_DOWN_REMARK};
 pub use error::RemotingError;
 pub use handler::{not_supported, HandlerFuture, RequestContext, RequestHandler, Router};
 pub use server::RemotingServer;

@@ -84,8 +84,8 @@ impl RemotingServer {
     }
 
     /// Stops gracefully and returns when stopped: no new connections are accepted, every
-    /// connection stops reading, the handlers already running finish and their responses are
-    /// written, then connections close. After `shutdown_grace_ms` the rest are closed regardless.
+    /// connection answers new requests `SYSTEM_BUSY`, the handlers already running finish and
+    /// their responses are written, then connections close. After `shutdown_grace_ms` the rest are closed regardless.
     /// Safe to call more than once and from several tasks; the work runs on its own task, so
     /// dropping this future does not interrupt it.
     pub async fn shutdown(&self) {

@@ -13,7 +13,7 @@ use apogee_protocol::command::DEFAULT_MAX_FRAME_BYTES;
 use apogee_protocol::{RemotingCommand, SerializeType};
 use apogee_remoting::{
     HandlerFuture, RemotingClient, RemotingConfig, RemotingError, RemotingServer, RequestContext,
-    Router, OVERLOAD_REMARK,
+    Router, OVERLOAD_REMARK, SHUTTING_DOWN_REMARK,
 };
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -739,6 +739,11 @@ async fn graceful_shutdown_delivers_the_response_of_an_in_flight_handler() {
         };
         server_side.draining().await;
         assert!(!server_side.is_closed(), "still open while a handler runs");
+        // New requests on a draining connection are refused with a retryable code.
+        let conn = client.connection(&addr).await.unwrap();
+        let refused = conn.invoke(request(ECHO, 2), LONG).await.unwrap();
+        assert_eq!(refused.code, SYSTEM_BUSY);
+        assert_eq!(refused.remark.as_deref(), Some(SHUTTING_DOWN_REMARK));
         release.notify_one();
         let resp = call.await.unwrap().unwrap();
         assert_eq!(resp.remark.as_deref(), Some("finished"));
@@ -942,6 +947,60 @@ async fn pending_request_limit_is_enforced() {
         );
         release.notify_one();
         first.await.unwrap().unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_connection_still_reads_responses_a_running_handler_waits_for() {
+    within(async {
+        let started = Arc::new(Notify::new());
+        let release = Arc::new(Notify::new());
+        let (s, r) = (Arc::clone(&started), Arc::clone(&release));
+        let router =
+            Router::new().route(ECHO, move |ctx: RequestContext, _req: RemotingCommand| {
+                let (s, r) = (Arc::clone(&s), Arc::clone(&r));
+                let conn = ctx.connection().clone();
+                HandlerFuture::new(async move {
+                    s.notify_one();
+                    r.notified().await;
+                    // Ask the client something while the server is shutting down.
+                    let answer = conn.invoke(RemotingCommand::request(40), LONG).await;
+                    Some(RemotingCommand::response(
+                        SUCCESS,
+                        Some(match answer {
+                            Ok(resp) => resp.remark.unwrap_or_default(),
+                            Err(e) => format!("failed: {e}"),
+                        }),
+                    ))
+                })
+            });
+        let (server, addr) = start(router, config()).await;
+        let client_router =
+            Router::new().route(40, |_ctx: RequestContext, _req: RemotingCommand| {
+                HandlerFuture::reply(RemotingCommand::response(
+                    SUCCESS,
+                    Some("from client".into()),
+                ))
+            });
+        let client = RemotingClient::with_handler(config(), client_router);
+        let call = {
+            let client = client.clone();
+            let addr = addr.clone();
+            tokio::spawn(async move { client.invoke(&addr, request(ECHO, 1), LONG).await })
+        };
+        started.notified().await;
+        let server_side = server.connections().pop().unwrap();
+        let server = Arc::new(server);
+        let shutdown = {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move { server.shutdown().await })
+        };
+        server_side.draining().await;
+        release.notify_one();
+        let resp = call.await.unwrap().unwrap();
+        assert_eq!(resp.remark.as_deref(), Some("from client"));
+        shutdown.await.unwrap();
     })
     .await;
 }
