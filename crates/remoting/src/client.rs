@@ -103,6 +103,14 @@ impl RemotingClient {
         &self.inner.config
     }
 
+    /// The open connection to `addr`, if there is one; never connects.
+    pub fn ready_connection(&self, addr: &str) -> Option<ConnectionHandle> {
+        match lock(&self.inner.slots).get(addr) {
+            Some(Slot::Ready(conn)) if !conn.is_closed() => Some(conn.clone()),
+            _ => None,
+        }
+    }
+
     /// The connection to `addr` ("host:port"), connecting if there is none or it closed.
     pub async fn connection(&self, addr: &str) -> Result<ConnectionHandle, RemotingError> {
         loop {
@@ -159,6 +167,9 @@ impl RemotingClient {
         request: RemotingCommand,
         timeout: Duration,
     ) -> Result<RemotingCommand, RemotingError> {
+        if let Some(conn) = self.ready_connection(addr) {
+            return conn.invoke(request, timeout).await;
+        }
         let started = Instant::now();
         let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
         let conn = tokio::time::timeout(timeout, self.connection(addr))
@@ -187,11 +198,16 @@ impl RemotingClient {
         addr: &str,
         request: RemotingCommand,
     ) -> Result<(), RemotingError> {
-        let timeout = self.inner.config.request_timeout();
-        let timeout_ms = self.inner.config.request_timeout_ms;
-        let conn = tokio::time::timeout(timeout, self.connection(addr))
-            .await
-            .map_err(|_| RemotingError::Timeout { timeout_ms })??;
+        let conn = match self.ready_connection(addr) {
+            Some(conn) => conn,
+            None => {
+                let timeout = self.inner.config.request_timeout();
+                let timeout_ms = self.inner.config.request_timeout_ms;
+                tokio::time::timeout(timeout, self.connection(addr))
+                    .await
+                    .map_err(|_| RemotingError::Timeout { timeout_ms })??
+            }
+        };
         conn.invoke_oneway(request).await
     }
 

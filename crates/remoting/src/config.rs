@@ -26,8 +26,8 @@ pub struct RemotingConfig {
     pub max_pending_requests_per_connection: usize,
     /// Frames queued for a connection's writer. A full queue makes senders wait (back-pressure).
     pub outgoing_queue_capacity: usize,
-    /// Close a connection after this long without reads or writes while nothing is in flight.
-    /// 0 disables. RocketMQ: `serverChannelMaxIdleTimeSeconds` and `clientChannelMaxIdleTimeSeconds` = 120 s.
+    /// Close a connection after this long (at most a quarter more) without reads or writes while
+    /// no request is in flight either way. 0 disables. RocketMQ: `serverChannelMaxIdleTimeSeconds` and `clientChannelMaxIdleTimeSeconds` = 120 s.
     pub idle_timeout_ms: u64,
     /// Client only: the timeout callers use when they have no better one. RocketMQ: 3 s.
     pub request_timeout_ms: u64,
