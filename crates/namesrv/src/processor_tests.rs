@@ -448,3 +448,34 @@ async fn broker_member_group_lists_the_groups_addresses() {
         r#"{"brokerMemberGroup":{"brokerAddrs":{0:"1.1.1.1:10911",1:"1.1.1.2:10911"},"brokerName":"a","cluster":"c1"}}"#
     );
 }
+
+#[tokio::test]
+async fn a_java_5x_registration_body_with_mapping_tables_is_read() {
+    let (p, _) = processor();
+    let body = br#"{"filterServerList":[],"topicConfigSerializeWrapper":{"dataVersion":{"counter":3,"stateVersion":0,"timestamp":1700000000000},"mappingDataVersion":{"counter":0,"stateVersion":0,"timestamp":1700000000001},"topicConfigTable":{"SELF_TEST_TOPIC":{"attributes":{},"order":false,"perm":6,"readQueueNums":1,"topicFilterType":"SINGLE_TAG","topicName":"SELF_TEST_TOPIC","topicSysFlag":0,"writeQueueNums":1},"TopicTest":{"attributes":{"+message.type":"NORMAL"},"order":false,"perm":6,"readQueueNums":8,"topicFilterType":"SINGLE_TAG","topicName":"TopicTest","topicSysFlag":0,"writeQueueNums":8}},"topicQueueMappingDetailMap":{},"topicQueueMappingInfoMap":{}}}"#;
+    // A 4.x broker: no enableActingMaster, JSON numbers as header strings, CRC checked.
+    let ext: ExtFields = [
+        ("brokerName", "broker-a"),
+        ("brokerAddr", "10.1.1.1:10911"),
+        ("clusterName", "DefaultCluster"),
+        ("haServerAddr", "10.1.1.1:10912"),
+        ("brokerId", "0"),
+        ("compressed", "false"),
+    ]
+    .into_iter()
+    .collect();
+    let mut req = RemotingCommand::request(rc::REGISTER_BROKER).with_body(&body[..]);
+    req.ext_fields = ext;
+    req.ext_fields
+        .insert("bodyCrc32", crc32_masked(body).to_string());
+    req.version = 373;
+    let resp = call(&p, req).await;
+    assert_eq!(resp.code, code::SUCCESS, "{:?}", resp.remark);
+    let queues = p
+        .with_route(|r| r.topic_queues("TopicTest").cloned())
+        .unwrap();
+    assert_eq!(queues["broker-a"].read_queue_nums, 8);
+    let version = p.with_route(|r| r.broker_data_version("DefaultCluster", "10.1.1.1:10911"));
+    assert_eq!(version.map(|v| v.counter), Some(3));
+    assert!(!p.with_route(|r| r.broker_data("broker-a").unwrap().enable_acting_master));
+}
