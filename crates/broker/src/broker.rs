@@ -245,6 +245,11 @@ impl BrokerHandle {
         self.inner.holds.parked()
     }
 
+    /// Resolves once exactly `n` pulls are parked.
+    pub async fn wait_parked_pulls(&self, n: usize) {
+        self.inner.holds.wait_parked(n).await
+    }
+
     /// Stops gracefully: parked pulls are answered, the server stops accepting and finishes the
     /// requests in flight, the broker unregisters from its name servers, configs and offsets are
     /// written, and the store is closed cleanly.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::manager::lock;
 
@@ -45,6 +45,8 @@ pub struct PullHoldService {
     /// Entries in `table`; read without the lock on every append.
     parked: AtomicUsize,
     max_parked: usize,
+    /// The parked count, published for whoever wants to await a value (tests, embedders).
+    published: watch::Sender<usize>,
 }
 
 /// A pull waiting in the table. Dropping it takes it out.
@@ -75,6 +77,7 @@ impl PullHoldService {
             table: Mutex::new(Table::default()),
             parked: AtomicUsize::new(0),
             max_parked,
+            published: watch::Sender::new(0),
         })
     }
 
@@ -106,6 +109,7 @@ impl PullHoldService {
                 tx,
             });
         self.parked.fetch_add(1, Ordering::AcqRel);
+        self.publish();
         Some(Parked {
             service: Arc::clone(self),
             topic: topic.to_owned(),
@@ -146,6 +150,7 @@ impl PullHoldService {
             }
         }
         self.parked.fetch_sub(woken, Ordering::AcqRel);
+        self.publish();
     }
 
     /// Wakes every parked pull and refuses new ones.
@@ -159,11 +164,24 @@ impl PullHoldService {
             n += 1;
         }
         self.parked.fetch_sub(n, Ordering::AcqRel);
+        self.publish();
     }
 
     /// Pulls parked now.
     pub fn parked(&self) -> usize {
         self.parked.load(Ordering::Acquire)
+    }
+
+    /// Resolves once exactly `n` pulls are parked.
+    pub async fn wait_parked(&self, n: usize) {
+        let mut rx = self.published.subscribe();
+        let _ = rx.wait_for(|&v| v == n).await;
+    }
+
+    /// Called with the table lock held, so published values follow the order of changes.
+    fn publish(&self) {
+        self.published
+            .send_replace(self.parked.load(Ordering::Acquire));
     }
 
     fn remove(&self, topic: &str, queue_id: i32, id: u64) {
@@ -184,6 +202,9 @@ impl PullHoldService {
             }
         }
         self.parked.fetch_sub(removed, Ordering::AcqRel);
+        if removed > 0 {
+            self.publish();
+        }
     }
 }
 
