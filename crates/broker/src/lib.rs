@@ -6,6 +6,14 @@
 //! Embeddable: [`Broker::start`] returns a [`BrokerHandle`] that a host process (the `apogee`
 //! binary's standalone mode runs a name server and a broker together) stops with
 //! [`BrokerHandle::shutdown`].
+//!
+//! On disk, under `data_dir`: `store/` (the message store, see `docs/storage-format.md`) and
+//! `config/`, RocketMQ's JSON files in fastjson form, so a Java broker could read them:
+//! `topics.json` (`TopicConfigSerializeWrapper`: `dataVersion` + `topicConfigTable`),
+//! `subscriptionGroup.json` (`SubscriptionGroupWrapper`) and `consumerOffset.json`
+//! (`{"offsetTable":{"topic@group":{0:12,1:30}}}`). Each is written atomically (temp file, fsync,
+//! rename, fsync of the folder); offsets every `flushConsumerOffsetInterval` and at shutdown,
+//! the others on every change.
 
 mod broker;
 pub mod config;

@@ -384,3 +384,167 @@ impl ProducerManager {
         lock(&self.groups).keys().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use apogee_protocol::RemotingCommand;
+    use apogee_remoting::{
+        HandlerFuture, RemotingClient, RemotingConfig, RemotingServer, RequestContext,
+    };
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// `n` real server-side connection handles (the manager keeps handles, which only a live
+    /// connection has).
+    async fn connections(n: usize) -> (RemotingServer, Vec<RemotingClient>, Vec<ConnectionHandle>) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let server = RemotingServer::bind(
+            "127.0.0.1:0",
+            RemotingConfig::default(),
+            move |ctx: RequestContext, _req: RemotingCommand| {
+                let _ = tx.send(ctx.connection().clone());
+                HandlerFuture::reply(RemotingCommand::response(0, None))
+            },
+        )
+        .await
+        .unwrap();
+        let addr = server.local_addr().to_string();
+        let mut clients = Vec::new();
+        let mut handles = Vec::new();
+        for _ in 0..n {
+            let c = RemotingClient::new(RemotingConfig::default());
+            c.invoke(&addr, RemotingCommand::request(1), Duration::from_secs(5))
+                .await
+                .unwrap();
+            handles.push(rx.recv().await.unwrap());
+            clients.push(c);
+        }
+        (server, clients, handles)
+    }
+
+    fn channel(conn: &ConnectionHandle, id: &str, at_ms: i64) -> ClientChannel {
+        ClientChannel {
+            connection: conn.clone(),
+            client_id: id.into(),
+            language: LanguageCode::Java,
+            version: 0,
+            last_update_ms: at_ms,
+        }
+    }
+
+    fn reg<'a>(subs: &'a [SubscriptionData], model: MessageModel) -> ConsumerRegistration<'a> {
+        ConsumerRegistration {
+            group: "G",
+            consume_type: ConsumeType::ConsumePassively,
+            message_model: model,
+            consume_from_where: None,
+            subscriptions: Some(subs),
+            notify_enabled: true,
+        }
+    }
+
+    fn sub(topic: &str, version: i64) -> SubscriptionData {
+        SubscriptionData {
+            topic: topic.into(),
+            sub_string: "*".into(),
+            sub_version: version,
+            ..SubscriptionData::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn joins_and_subscription_changes_notify_the_whole_group() {
+        let (_server, _clients, conns) = connections(2).await;
+        let m = ConsumerManager::new();
+        let subs = [sub("T", 1)];
+        let first = m.register(
+            reg(&subs, MessageModel::Clustering),
+            channel(&conns[0], "a", 0),
+        );
+        assert!(first.changed);
+        assert_eq!(first.notify.len(), 1);
+        let again = m.register(
+            reg(&subs, MessageModel::Clustering),
+            channel(&conns[0], "a", 10),
+        );
+        assert!(!again.changed && again.notify.is_empty());
+        // A newer version of the same subscription replaces it quietly.
+        let newer = [sub("T", 2)];
+        assert!(
+            !m.register(
+                reg(&newer, MessageModel::Clustering),
+                channel(&conns[0], "a", 20)
+            )
+            .changed
+        );
+        assert_eq!(m.subscription("G", "T").unwrap().sub_version, 2);
+        let second = m.register(
+            reg(&newer, MessageModel::Clustering),
+            channel(&conns[1], "b", 20),
+        );
+        assert_eq!(second.notify.len(), 2);
+        assert_eq!(m.client_ids("G"), ["a", "b"]);
+        // Another topic is a change.
+        let more = [sub("T", 2), sub("U", 1)];
+        assert!(
+            m.register(
+                reg(&more, MessageModel::Clustering),
+                channel(&conns[1], "b", 30)
+            )
+            .changed
+        );
+        // Leaving notifies the rest; the last one leaving removes the group.
+        let left = m.unregister("G", conns[1].id(), true);
+        assert!(left.changed);
+        assert_eq!(left.notify.len(), 1);
+        assert!(m.unregister("G", conns[0].id(), true).notify.is_empty());
+        assert!(m.group("G").is_none());
+    }
+
+    #[tokio::test]
+    async fn broadcasting_groups_are_not_notified() {
+        let (_server, _clients, conns) = connections(2).await;
+        let m = ConsumerManager::new();
+        let subs = [sub("T", 1)];
+        m.register(
+            reg(&subs, MessageModel::Broadcasting),
+            channel(&conns[0], "a", 0),
+        );
+        let joined = m.register(
+            reg(&subs, MessageModel::Broadcasting),
+            channel(&conns[1], "b", 0),
+        );
+        assert!(joined.changed && joined.notify.is_empty());
+        assert!(m.channel_closed(conns[1].id()).notify.is_empty());
+    }
+
+    #[tokio::test]
+    async fn silent_channels_expire_by_the_injected_clock() {
+        let (_server, _clients, conns) = connections(2).await;
+        let m = ConsumerManager::new();
+        let p = ProducerManager::new();
+        let subs = [sub("T", 1)];
+        m.register(
+            reg(&subs, MessageModel::Clustering),
+            channel(&conns[0], "old", 0),
+        );
+        m.register(
+            reg(&subs, MessageModel::Clustering),
+            channel(&conns[1], "fresh", 100_000),
+        );
+        p.register("P", channel(&conns[0], "old", 0));
+        assert!(m.scan_expired(120_000, 120_000).close.is_empty());
+        assert!(p.scan_expired(120_000, 120_000).is_empty());
+        let expired = m.scan_expired(120_001, 120_000);
+        assert_eq!(expired.close.len(), 1);
+        assert_eq!(expired.close[0].id(), conns[0].id());
+        assert_eq!(expired.notify.len(), 1);
+        assert_eq!(expired.notify[0].1.id(), conns[1].id());
+        assert_eq!(m.client_ids("G"), ["fresh"]);
+        assert_eq!(p.scan_expired(120_001, 120_000).len(), 1);
+        assert!(p.connections("P").is_none());
+    }
+}

@@ -101,7 +101,11 @@ fn heartbeat(
         if v2 {
             let mut prints = lock(&b.heartbeat_fingerprints);
             let previous = prints.insert(consumer.group_name.clone(), data.heartbeat_fingerprint);
-            if previous.is_some_and(|p| p != data.heartbeat_fingerprint) {
+            // Java only compares fingerprints. A subscription-less heartbeat for a group this
+            // broker has never seen (it restarted) also asks the client for the full data, or the
+            // broker would never learn the group's subscriptions.
+            let unknown = previous.is_none() && data.without_sub;
+            if unknown || previous.is_some_and(|p| p != data.heartbeat_fingerprint) {
                 sub_changed = true;
             }
         }

@@ -315,3 +315,42 @@ async fn queue_locks_over_the_wire() {
     assert_eq!(got.into_iter().map(|m| m.queue_id).collect::<Vec<_>>(), [0]);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn heartbeat_v2_reports_when_the_broker_needs_the_subscriptions_again() {
+    use apogee_protocol::body::HeartbeatData;
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(config(dir.path())).await;
+    let v2 = |fingerprint: i32, without_sub: bool| {
+        let full = heartbeat("c@v2", "CGV", "TV", "*");
+        let mut data = HeartbeatData::decode(&full.body).unwrap();
+        data.heartbeat_fingerprint = fingerprint;
+        data.without_sub = without_sub;
+        if without_sub {
+            for c in &mut data.consumer_data_set {
+                c.subscription_data_set.clear();
+            }
+        }
+        RemotingCommand::request(rc::HEART_BEAT).with_body(data.encode().unwrap())
+    };
+    // Subscriptions left out for a group the broker does not know: send them again.
+    let r = b.call(v2(5, true)).await;
+    assert_eq!(ext(&r, "IS_SUB_CHANGE"), "true");
+    let r = b.call(v2(5, false)).await;
+    assert_eq!(ext(&r, "IS_SUB_CHANGE"), "false");
+    let r = b.call(v2(5, true)).await;
+    assert_eq!(ext(&r, "IS_SUB_CHANGE"), "false");
+    // The subscription registered by the full heartbeat is kept.
+    let mut h = pull_header("CGV", "TV", 0, 0);
+    h.sys_flag = 0;
+    assert_eq!(
+        b.call(send_v2(&send_header("TV", 0, &props(&[])), b"x"))
+            .await
+            .code,
+        SUCCESS
+    );
+    assert_eq!(b.call(pull(&h)).await.code, SUCCESS);
+    let r = b.call(v2(6, false)).await;
+    assert_eq!(ext(&r, "IS_SUB_CHANGE"), "true");
+    b.stop().await;
+}

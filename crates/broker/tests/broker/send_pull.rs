@@ -417,6 +417,23 @@ async fn pull_corrects_bad_offsets_as_rocketmq_does() {
 }
 
 #[tokio::test]
+async fn compressed_bodies_are_stored_as_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(config(dir.path())).await;
+    let compressed = apogee_protocol::message::CompressionType::Zlib
+        .compress(&[b'z'; 8192], 5)
+        .unwrap();
+    let mut h = send_header("TZ", 0, &props(&[]));
+    h.sys_flag = 0x301;
+    assert_eq!(b.call(send_v2(&h, &compressed)).await.code, SUCCESS);
+    let recs = records(&b.call(pull(&pull_header("G", "TZ", 0, 0))).await.body);
+    assert_eq!(recs[0].sys_flag, 0x301);
+    assert_eq!(&recs[0].body[..], &compressed[..]);
+    assert!(recs[0].body_crc_matches());
+    b.stop().await;
+}
+
+#[tokio::test]
 async fn sync_flush_send_answers_after_the_fsync() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(dir.path());
