@@ -142,13 +142,14 @@ impl Broker {
         // Requests can arrive the moment the socket is bound, before the broker knows its port
         // (needed for STOREHOST); they wait behind this gate and are refused as busy until then.
         let gate: Arc<OnceLock<Router>> = Arc::new(OnceLock::new());
+        let bind_addr = config.bind_addr();
         let server = RemotingServer::bind(
-            config.listen_addr.as_str(),
+            bind_addr.as_str(),
             RemotingConfig::default(),
             Gate(Arc::clone(&gate)),
         )
         .await
-        .map_err(|e| BrokerError::io(&config.listen_addr, e))?;
+        .map_err(|e| BrokerError::io(&bind_addr, e))?;
         let local_addr = server.local_addr();
         let store_host = SocketAddr::new(ip, local_addr.port());
         let ha_port = config

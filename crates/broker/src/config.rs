@@ -58,8 +58,10 @@ pub struct BrokerConfig {
     pub broker_cluster_name: String,
     /// 0 = master.
     pub broker_id: i64,
-    /// Address the remoting server binds (`listenPort` in RocketMQ, which always binds 0.0.0.0).
+    /// Address the remoting server binds.
     pub listen_addr: String,
+    /// RocketMQ's `listenPort`: when set, replaces the port of `listen_addr`.
+    pub listen_port: Option<u16>,
     /// `brokerIP1`: the address advertised to name servers and stamped as STOREHOST. `None`: the
     /// first non-loopback IPv4 address of the machine, else 127.0.0.1.
     #[serde(rename = "brokerIP1", alias = "brokerIp1")]
@@ -133,6 +135,7 @@ impl Default for BrokerConfig {
             broker_cluster_name: "DefaultCluster".into(),
             broker_id: 0,
             listen_addr: "0.0.0.0:10911".into(),
+            listen_port: None,
             broker_ip1: None,
             ha_listen_port: None,
             namesrv_addrs: Vec::new(),
@@ -170,6 +173,21 @@ impl BrokerConfig {
     /// Reads a JSON config; absent keys keep their defaults.
     pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(text)
+    }
+
+    /// `listen_addr`, with its port replaced by `listen_port` when that is set.
+    pub fn bind_addr(&self) -> String {
+        match self.listen_port {
+            Some(port) => {
+                let host = self
+                    .listen_addr
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(self.listen_addr.as_str());
+                format!("{host}:{port}")
+            }
+            None => self.listen_addr.clone(),
+        }
     }
 
     pub fn store_dir(&self) -> PathBuf {
@@ -302,6 +320,9 @@ mod tests {
         assert_eq!(c.store_config().commitlog_segment_bytes, 1_048_576);
         assert_eq!(c.store_config().flush_disk_type, FlushDiskType::Sync);
         assert_eq!(c.broker_cluster_name, "DefaultCluster");
+        assert_eq!(c.bind_addr(), "0.0.0.0:10911");
+        let port = BrokerConfig::from_json(r#"{"listenPort":10921}"#).unwrap();
+        assert_eq!(port.bind_addr(), "0.0.0.0:10921");
         let listed = BrokerConfig::from_json(r#"{"namesrvAddr":["a:1","b:2"]}"#).unwrap();
         assert_eq!(listed.namesrv_addrs, vec!["a:1", "b:2"]);
     }
