@@ -1,3 +1,176 @@
-fn main() {
-    println!("apogee {}", env!("CARGO_PKG_VERSION"));
+//! The `apogee` executable: one binary, one subcommand per role. Today only the offline tools are
+//! real (`store inspect`); the servers and the admin and bench tools arrive with their issues.
+
+mod inspect;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code when a subcommand exists only as a placeholder (the same code clap uses for usage
+/// errors: the invocation cannot be served).
+const EXIT_NOT_IMPLEMENTED: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "apogee",
+    version,
+    about = "A RocketMQ-compatible message queue in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Name server, broker and gRPC endpoint in one process (not implemented yet).
+    Standalone(Placeholder),
+    /// The name server alone (not implemented yet).
+    Namesrv(Placeholder),
+    /// A broker alone (not implemented yet).
+    Broker(Placeholder),
+    /// The 5.x gRPC proxy in front of a cluster (not implemented yet).
+    Proxy(Placeholder),
+    /// The mqadmin commands (not implemented yet).
+    Admin(Placeholder),
+    /// Load generators against a running cluster (not implemented yet).
+    Bench(Placeholder),
+    /// Offline tools for a store directory.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+/// Arguments of a subcommand that is not there yet: accepted and ignored, so that scripts written
+/// for the real one fail with the "not implemented" message rather than a usage error.
+#[derive(Args)]
+struct Placeholder {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Reads a store's files read-only, without taking its lock and without changing anything.
+    Inspect(InspectArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct InspectArgs {
+    /// The store root (the folder holding commitlog/, consumequeue/, checkpoint).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub what: InspectWhat,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum InspectWhat {
+    /// CommitLog segments: start, size, records, store times, write position.
+    Segments,
+    /// Records in log order.
+    Records {
+        /// CommitLog offset of the first record (default: the oldest).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Stop after this many records.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Every consume queue with its min and max offsets.
+    Queues,
+    /// Entries of one consume queue.
+    Queue {
+        #[arg(long)]
+        topic: String,
+        #[arg(long = "queue-id")]
+        queue_id: i32,
+        /// Logical offset of the first entry (default: the queue's min).
+        #[arg(long)]
+        from: Option<u64>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Checks every record (layout, CRC, offsets) and every queue entry against its record;
+    /// exits 1 if anything is damaged.
+    Verify {
+        /// How many problems to list (all are counted).
+        #[arg(long, default_value_t = 20)]
+        max_problems: usize,
+    },
+    /// Both checkpoint slots.
+    Checkpoint,
+}
+
+fn not_implemented(what: &str, issue: u32) -> ExitCode {
+    eprintln!("apogee {what}: not implemented yet (issue {issue})");
+    ExitCode::from(EXIT_NOT_IMPLEMENTED)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Standalone(_) => not_implemented("standalone", 4),
+        Command::Namesrv(_) => not_implemented("namesrv", 4),
+        Command::Broker(_) => not_implemented("broker", 4),
+        Command::Proxy(_) => not_implemented("proxy", 7),
+        Command::Admin(_) => not_implemented("admin", 8),
+        Command::Bench(_) => not_implemented("bench", 8),
+        Command::Store {
+            command: StoreCommand::Inspect(args),
+        } => inspect::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn inspect_arguments_parse_with_json_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "apogee",
+            "store",
+            "inspect",
+            "--dir",
+            "/x",
+            "queue",
+            "--topic",
+            "T",
+            "--queue-id",
+            "3",
+            "--from",
+            "5",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Store {
+            command: StoreCommand::Inspect(a),
+        } = cli.command
+        else {
+            panic!("not inspect");
+        };
+        assert!(a.json);
+        assert!(matches!(
+            a.what,
+            InspectWhat::Queue {
+                queue_id: 3,
+                from: Some(5),
+                limit: 100,
+                ..
+            }
+        ));
+    }
 }

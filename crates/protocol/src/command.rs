@@ -289,7 +289,8 @@ impl RemotingCommand {
         }
     }
 
-    /// A response to `request`: same opaque, same serialize type.
+    /// A response to `request`: same opaque, same serialize type. Responses announce `JAVA`, as every
+    /// RocketMQ server does: 4.x Java clients do not know the newer language names.
     pub fn response_to(request: &RemotingCommand, code: i32, remark: Option<String>) -> Self {
         Self {
             code,
@@ -297,6 +298,7 @@ impl RemotingCommand {
             opaque: request.opaque,
             remark,
             serialize_type: request.serialize_type,
+            language: LanguageCode::Java,
             ..Self::default()
         }
     }
@@ -948,7 +950,6 @@ mod tests {
         let mut req = RemotingCommand::request(105);
         req.opaque = 7;
         let mut resp = RemotingCommand::response_to(&req, 0, None).with_body(&b"{}"[..]);
-        resp.language = LanguageCode::Java;
         resp.version = 479;
         let bytes = resp.to_bytes().unwrap();
         let l = header.len() as u32;

@@ -10,7 +10,7 @@ use std::path::Path;
 
 const MAGIC: u32 = 0x4150_4B31; // "APK1"
 const VERSION: u32 = 1;
-const SLOT_BYTES: usize = 64;
+pub(crate) const SLOT_BYTES: usize = 64;
 const CRC_AT: usize = 60;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -116,14 +116,29 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 fn decode(b: &[u8]) -> Option<(u64, CheckpointData)> {
-    if u32_at(b, 0) != MAGIC || u32_at(b, 4) != VERSION {
-        return None;
+    check_slot(b).ok()
+}
+
+/// Decodes one slot into (sequence, data), or says why it holds no valid checkpoint (the inspector
+/// shows the reason). `b` must be at least [`SLOT_BYTES`] long.
+pub(crate) fn check_slot(b: &[u8]) -> Result<(u64, CheckpointData), String> {
+    if b.iter().all(|&x| x == 0) {
+        return Err("empty (all zero)".into());
+    }
+    if u32_at(b, 0) != MAGIC {
+        return Err(format!("bad magic {:#010X}", u32_at(b, 0)));
+    }
+    if u32_at(b, 4) != VERSION {
+        return Err(format!("unknown version {}", u32_at(b, 4)));
     }
     let crc = crc32fast::hash(&b[..CRC_AT]) & 0x7FFF_FFFF;
     if u32_at(b, CRC_AT) != crc {
-        return None;
+        return Err(format!(
+            "CRC {:#010X} does not match the slot's {crc:#010X}",
+            u32_at(b, CRC_AT)
+        ));
     }
-    Some((
+    Ok((
         u64_at(b, 8),
         CheckpointData {
             commitlog_flushed_offset: u64_at(b, 16),

@@ -28,7 +28,7 @@ impl CqEntry {
         b
     }
 
-    fn decode(b: &[u8]) -> CqEntry {
+    pub(crate) fn decode(b: &[u8]) -> CqEntry {
         let mut o = [0u8; 8];
         o.copy_from_slice(&b[0..8]);
         let mut s = [0u8; 4];
@@ -43,7 +43,7 @@ impl CqEntry {
     }
 
     /// Entries that were never written are all zero; a blank filler has size `i32::MAX`.
-    fn is_written(&self) -> bool {
+    pub(crate) fn is_written(&self) -> bool {
         self.size != 0
     }
 }

@@ -8,9 +8,11 @@ mod consume_queue;
 pub mod error;
 mod flush;
 mod index;
+pub mod inspect;
 mod segment;
 mod store;
 
+pub use checkpoint::CheckpointData;
 pub use config::{FlushDiskType, StoreConfig};
 pub use consume_queue::CqEntry;
 pub use error::{Result, StoreError};

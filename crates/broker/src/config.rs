@@ -1,0 +1,338 @@
+//! Every setting of the broker in one place, with RocketMQ's defaults. Rust names carry their unit;
+//! serde reads RocketMQ's camelCase names (`brokerName`, `registerNameServerPeriod`, ...), so a
+//! `broker.conf` translated to JSON keeps its keys.
+
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
+use std::path::PathBuf;
+
+use apogee_store::{FlushDiskType, StoreConfig};
+use serde::{Deserialize, Deserializer};
+
+/// `flushDiskType` as RocketMQ spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum FlushDiskTypeConfig {
+    #[default]
+    #[serde(rename = "ASYNC_FLUSH", alias = "async", alias = "ASYNC")]
+    AsyncFlush,
+    #[serde(rename = "SYNC_FLUSH", alias = "sync", alias = "SYNC")]
+    SyncFlush,
+}
+
+impl From<FlushDiskTypeConfig> for FlushDiskType {
+    fn from(t: FlushDiskTypeConfig) -> Self {
+        match t {
+            FlushDiskTypeConfig::AsyncFlush => FlushDiskType::Async,
+            FlushDiskTypeConfig::SyncFlush => FlushDiskType::Sync,
+        }
+    }
+}
+
+/// Store tunables a broker config may override; absent ones keep [`StoreConfig`]'s defaults.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct StoreOptions {
+    #[serde(alias = "mappedFileSizeCommitLog")]
+    pub commitlog_segment_bytes: Option<u64>,
+    pub consume_queue_entries_per_file: Option<u64>,
+    #[serde(alias = "maxHashSlotNum")]
+    pub index_slots: Option<u32>,
+    #[serde(alias = "maxIndexNum")]
+    pub index_entries: Option<u32>,
+    #[serde(alias = "flushIntervalCommitLog")]
+    pub flush_interval_ms: Option<u64>,
+    #[serde(alias = "syncFlushTimeout")]
+    pub sync_flush_timeout_ms: Option<u64>,
+    #[serde(alias = "fileReservedTime")]
+    pub file_reserved_hours: Option<u64>,
+    pub dispatch_flush_interval_ms: Option<u64>,
+}
+
+/// The broker's configuration (`BrokerConfig` + the parts of `MessageStoreConfig` and
+/// `NettyServerConfig` it needs).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, rename_all = "camelCase")]
+pub struct BrokerConfig {
+    /// `brokerName`: the broker group's name.
+    pub broker_name: String,
+    /// `brokerClusterName`.
+    pub broker_cluster_name: String,
+    /// 0 = master.
+    pub broker_id: i64,
+    /// Address the remoting server binds.
+    pub listen_addr: String,
+    /// RocketMQ's `listenPort`: when set, replaces the port of `listen_addr`.
+    pub listen_port: Option<u16>,
+    /// `brokerIP1`: the address advertised to name servers and stamped as STOREHOST. `None`: the
+    /// first non-loopback IPv4 address of the machine, else 127.0.0.1.
+    #[serde(rename = "brokerIP1", alias = "brokerIp1")]
+    pub broker_ip1: Option<String>,
+    /// HA port advertised as `haServerAddr` (`haListenPort`); `None`: the listen port + 1.
+    pub ha_listen_port: Option<u16>,
+    /// Name servers (`namesrvAddr`: a `;`-separated string or a list).
+    #[serde(rename = "namesrvAddr", deserialize_with = "addr_list")]
+    pub namesrv_addrs: Vec<String>,
+    /// Root folder: the store lives in `<data>/store`, the JSON configs in `<data>/config`.
+    pub data_dir: PathBuf,
+    pub auto_create_topic_enable: bool,
+    pub auto_create_subscription_group: bool,
+    /// Queues of TBW102, the auto-create template.
+    pub default_topic_queue_nums: i32,
+    /// The cluster-name topic is readable and writable.
+    pub cluster_topic_enable: bool,
+    /// The broker-name topic is readable and writable.
+    pub broker_topic_enable: bool,
+    /// `PermName` bits of the broker as a whole (6 = read + write).
+    pub broker_permission: i32,
+    /// Returned as `MSG_REGION` in send responses.
+    pub region_id: String,
+    /// Returned as `TRACE_ON` in send responses.
+    pub trace_on: bool,
+    /// Refuse topic admin on system topic names.
+    pub validate_system_topic_when_update_topic: bool,
+    pub lite_pull_message_enable: bool,
+    pub long_polling_enable: bool,
+    /// How long a suspended pull waits when long polling is disabled.
+    #[serde(rename = "shortPollingTimeMills")]
+    pub short_polling_time_ms: u64,
+    /// Pulls parked at once; past it a pull that would park is answered PULL_NOT_FOUND at once.
+    pub max_parked_pulls: usize,
+    /// Registration with every name server, this often (clamped to 10-60 s as RocketMQ does).
+    #[serde(rename = "registerNameServerPeriod")]
+    pub register_name_server_period_ms: u64,
+    #[serde(rename = "registerBrokerTimeoutMills")]
+    pub register_broker_timeout_ms: u64,
+    /// Clients silent this long are dropped.
+    #[serde(rename = "channelExpiredTimeout")]
+    pub channel_expired_timeout_ms: u64,
+    /// How often clients are checked for expiry.
+    pub client_scan_interval_ms: u64,
+    /// Consumer offsets are written to disk this often.
+    #[serde(rename = "flushConsumerOffsetInterval")]
+    pub flush_consumer_offset_interval_ms: u64,
+    /// Orderly-consumption queue locks expire after this long without renewal
+    /// (`rocketmq.broker.rebalance.lockMaxLiveTime`).
+    #[serde(rename = "lockMaxLiveTime")]
+    pub lock_max_live_time_ms: u64,
+    pub flush_disk_type: FlushDiskTypeConfig,
+    /// Largest message body (`maxMessageSize`).
+    #[serde(rename = "maxMessageSize")]
+    pub max_message_size_bytes: usize,
+    /// Messages one pull returns at most (`maxTransferCountOnMessageInMemory`).
+    #[serde(rename = "maxTransferCountOnMessageInMemory")]
+    pub max_transfer_count: usize,
+    /// Bytes one pull returns at most, beyond the first message (`maxTransferBytesOnMessageInMemory`).
+    #[serde(rename = "maxTransferBytesOnMessageInMemory")]
+    pub max_transfer_bytes: usize,
+    /// Records returned for a unique-key query (`defaultQueryMaxNum`).
+    pub default_query_max_num: usize,
+    pub store: StoreOptions,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            broker_name: "broker-a".into(),
+            broker_cluster_name: "DefaultCluster".into(),
+            broker_id: 0,
+            listen_addr: "0.0.0.0:10911".into(),
+            listen_port: None,
+            broker_ip1: None,
+            ha_listen_port: None,
+            namesrv_addrs: Vec::new(),
+            data_dir: PathBuf::from("./data"),
+            auto_create_topic_enable: true,
+            auto_create_subscription_group: true,
+            default_topic_queue_nums: 8,
+            cluster_topic_enable: true,
+            broker_topic_enable: true,
+            broker_permission: 6,
+            region_id: "DefaultRegion".into(),
+            trace_on: true,
+            validate_system_topic_when_update_topic: true,
+            lite_pull_message_enable: true,
+            long_polling_enable: true,
+            short_polling_time_ms: 1_000,
+            max_parked_pulls: 100_000,
+            register_name_server_period_ms: 30_000,
+            register_broker_timeout_ms: 24_000,
+            channel_expired_timeout_ms: 120_000,
+            client_scan_interval_ms: 10_000,
+            flush_consumer_offset_interval_ms: 5_000,
+            lock_max_live_time_ms: 60_000,
+            flush_disk_type: FlushDiskTypeConfig::AsyncFlush,
+            max_message_size_bytes: 4 * 1024 * 1024,
+            max_transfer_count: 32,
+            max_transfer_bytes: 256 * 1024,
+            default_query_max_num: 32,
+            store: StoreOptions::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Reads a JSON config; absent keys keep their defaults.
+    pub fn from_json(text: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    /// `listen_addr`, with its port replaced by `listen_port` when that is set.
+    pub fn bind_addr(&self) -> String {
+        match self.listen_port {
+            Some(port) => {
+                let host = self
+                    .listen_addr
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(self.listen_addr.as_str());
+                format!("{host}:{port}")
+            }
+            None => self.listen_addr.clone(),
+        }
+    }
+
+    pub fn store_dir(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.data_dir.join("config")
+    }
+
+    /// The store configuration this broker opens its store with.
+    pub fn store_config(&self) -> StoreConfig {
+        let mut c = StoreConfig {
+            root_dir: self.store_dir(),
+            flush_disk_type: self.flush_disk_type.into(),
+            max_message_body_bytes: self.max_message_size_bytes,
+            ..StoreConfig::default()
+        };
+        let o = &self.store;
+        if let Some(v) = o.commitlog_segment_bytes {
+            c.commitlog_segment_bytes = v;
+        }
+        if let Some(v) = o.consume_queue_entries_per_file {
+            c.consume_queue_entries_per_file = v;
+        }
+        if let Some(v) = o.index_slots {
+            c.index_slots = v;
+        }
+        if let Some(v) = o.index_entries {
+            c.index_entries = v;
+        }
+        if let Some(v) = o.flush_interval_ms {
+            c.flush_interval_ms = v;
+        }
+        if let Some(v) = o.sync_flush_timeout_ms {
+            c.sync_flush_timeout_ms = v;
+        }
+        if let Some(v) = o.file_reserved_hours {
+            c.file_reserved_hours = v;
+        }
+        if let Some(v) = o.dispatch_flush_interval_ms {
+            c.dispatch_flush_interval_ms = v;
+        }
+        c
+    }
+
+    /// The IP written as STOREHOST and advertised to name servers.
+    pub fn advertised_ip(&self) -> Result<IpAddr, String> {
+        match &self.broker_ip1 {
+            Some(ip) => ip
+                .trim()
+                .parse()
+                .map_err(|_| format!("brokerIP1 {ip:?} is not an IP address")),
+            None => Ok(detect_local_ipv4()),
+        }
+    }
+
+    /// `registerNameServerPeriod` clamped to 10-60 s as RocketMQ clamps it.
+    pub fn register_period_ms(&self) -> u64 {
+        self.register_name_server_period_ms.clamp(10_000, 60_000)
+    }
+}
+
+/// The machine's first non-loopback IPv4 address: the source address the kernel would pick for a
+/// route to a public address (no packet is sent), or 127.0.0.1 without one.
+pub fn detect_local_ipv4() -> IpAddr {
+    let probe = || -> std::io::Result<IpAddr> {
+        let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        socket.connect((Ipv4Addr::new(8, 8, 8, 8), 53))?;
+        Ok(socket.local_addr()?.ip())
+    };
+    match probe() {
+        Ok(ip) if !ip.is_loopback() && !ip.is_unspecified() => ip,
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    }
+}
+
+/// `"a:9876;b:9876"` (RocketMQ's form) or `["a:9876", "b:9876"]`.
+fn addr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        One(String),
+        Many(Vec<String>),
+    }
+    let list = match Form::deserialize(d)? {
+        Form::One(s) => s.split(';').map(str::to_owned).collect(),
+        Form::Many(v) => v,
+    };
+    Ok(list
+        .into_iter()
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_rocketmq() {
+        let c = BrokerConfig::default();
+        assert_eq!(c.broker_name, "broker-a");
+        assert_eq!(c.broker_cluster_name, "DefaultCluster");
+        assert_eq!(c.listen_addr, "0.0.0.0:10911");
+        assert_eq!(c.default_topic_queue_nums, 8);
+        assert_eq!(c.region_id, "DefaultRegion");
+        assert!(c.auto_create_topic_enable && c.auto_create_subscription_group);
+        assert!(c.trace_on && c.long_polling_enable);
+        assert_eq!(c.register_name_server_period_ms, 30_000);
+        assert_eq!(c.channel_expired_timeout_ms, 120_000);
+        assert_eq!(c.max_message_size_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.store_config().root_dir, PathBuf::from("./data/store"));
+    }
+
+    #[test]
+    fn json_config_reads_rocketmq_names_and_keeps_other_defaults() {
+        let c = BrokerConfig::from_json(
+            r#"{"brokerName":"b1","brokerIP1":"10.0.0.7","namesrvAddr":"n1:9876; n2:9876",
+                "flushDiskType":"SYNC_FLUSH","registerNameServerPeriod":5000,
+                "store":{"mappedFileSizeCommitLog":1048576}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.broker_name, "b1");
+        assert_eq!(c.advertised_ip().unwrap().to_string(), "10.0.0.7");
+        assert_eq!(c.namesrv_addrs, vec!["n1:9876", "n2:9876"]);
+        assert_eq!(c.flush_disk_type, FlushDiskTypeConfig::SyncFlush);
+        assert_eq!(c.register_period_ms(), 10_000);
+        assert_eq!(c.store_config().commitlog_segment_bytes, 1_048_576);
+        assert_eq!(c.store_config().flush_disk_type, FlushDiskType::Sync);
+        assert_eq!(c.broker_cluster_name, "DefaultCluster");
+        assert_eq!(c.bind_addr(), "0.0.0.0:10911");
+        let port = BrokerConfig::from_json(r#"{"listenPort":10921}"#).unwrap();
+        assert_eq!(port.bind_addr(), "0.0.0.0:10921");
+        let listed = BrokerConfig::from_json(r#"{"namesrvAddr":["a:1","b:2"]}"#).unwrap();
+        assert_eq!(listed.namesrv_addrs, vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn bad_broker_ip_is_reported() {
+        let c = BrokerConfig {
+            broker_ip1: Some("not-an-ip".into()),
+            ..BrokerConfig::default()
+        };
+        assert!(c.advertised_ip().is_err());
+    }
+}

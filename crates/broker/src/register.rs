@@ -1,0 +1,141 @@
+//! Registration with name servers (`BrokerOuterAPI.registerBrokerAll`): REGISTER_BROKER to every
+//! configured name server in parallel at start, every `registerNameServerPeriod`, and right after
+//! a topic change; UNREGISTER_BROKER at shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apogee_protocol::body::{JsonBody, RegisterBrokerBody};
+use apogee_protocol::codes::request_code::{REGISTER_BROKER, UNREGISTER_BROKER};
+use apogee_protocol::codes::response_code::SUCCESS;
+use apogee_protocol::header::{RegisterBrokerRequestHeader, UnRegisterBrokerRequestHeader};
+use apogee_protocol::message::crc32_masked;
+use apogee_protocol::RemotingCommand;
+use apogee_remoting::RemotingClient;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::broker::BrokerInner;
+
+/// How long UNREGISTER_BROKER may take per name server at shutdown.
+const UNREGISTER_TIMEOUT_MS: u64 = 3_000;
+
+/// The REGISTER_BROKER request for the broker's current topics.
+pub(crate) fn register_request(inner: &BrokerInner) -> Option<RemotingCommand> {
+    let body = RegisterBrokerBody {
+        filter_server_list: Vec::new(),
+        topic_config_serialize_wrapper: inner.topics.wrapper(),
+    };
+    let bytes = match body.encode() {
+        Ok(b) => b,
+        Err(e) => {
+            warn!("cannot encode the registration body: {e}");
+            return None;
+        }
+    };
+    let header = RegisterBrokerRequestHeader {
+        broker_name: inner.config.broker_name.clone(),
+        broker_addr: inner.broker_addr.clone(),
+        cluster_name: inner.config.broker_cluster_name.clone(),
+        ha_server_addr: inner.ha_server_addr.clone(),
+        broker_id: inner.config.broker_id,
+        heartbeat_timeout_millis: None,
+        enable_acting_master: Some(false),
+        compressed: false,
+        body_crc32: crc32_masked(&bytes) as i32,
+        zone_name: None,
+    };
+    Some(RemotingCommand::request_with_header(REGISTER_BROKER, &header).with_body(bytes))
+}
+
+/// Registers with every name server in parallel; returns how many accepted.
+pub(crate) async fn register_all(inner: &BrokerInner, client: &RemotingClient) -> usize {
+    let addrs = &inner.config.namesrv_addrs;
+    if addrs.is_empty() {
+        return 0;
+    }
+    let Some(request) = register_request(inner) else {
+        return 0;
+    };
+    let timeout = Duration::from_millis(inner.config.register_broker_timeout_ms);
+    let mut calls = JoinSet::new();
+    for addr in addrs {
+        let client = client.clone();
+        let request = request.clone();
+        let addr = addr.clone();
+        calls.spawn(async move {
+            let result = client.invoke(&addr, request, timeout).await;
+            (addr, result)
+        });
+    }
+    let mut ok = 0;
+    while let Some(joined) = calls.join_next().await {
+        match joined {
+            Ok((addr, Ok(resp))) if resp.code == SUCCESS => {
+                debug!(namesrv = %addr, "registered with name server");
+                ok += 1;
+            }
+            Ok((addr, Ok(resp))) => {
+                warn!(namesrv = %addr, code = resp.code, remark = ?resp.remark, "name server refused the registration")
+            }
+            Ok((addr, Err(e))) => warn!(namesrv = %addr, error = %e, "registration failed"),
+            Err(e) => warn!("registration task failed: {e}"),
+        }
+    }
+    ok
+}
+
+/// Tells every name server the broker is leaving.
+pub(crate) async fn unregister_all(inner: &BrokerInner, client: &RemotingClient) {
+    let header = UnRegisterBrokerRequestHeader {
+        broker_name: inner.config.broker_name.clone(),
+        broker_addr: inner.broker_addr.clone(),
+        cluster_name: inner.config.broker_cluster_name.clone(),
+        broker_id: inner.config.broker_id,
+    };
+    let request = RemotingCommand::request_with_header(UNREGISTER_BROKER, &header);
+    let mut calls = JoinSet::new();
+    for addr in &inner.config.namesrv_addrs {
+        let client = client.clone();
+        let request = request.clone();
+        let addr = addr.clone();
+        calls.spawn(async move {
+            let r = client
+                .invoke(&addr, request, Duration::from_millis(UNREGISTER_TIMEOUT_MS))
+                .await;
+            (addr, r)
+        });
+    }
+    while let Some(joined) = calls.join_next().await {
+        match joined {
+            Ok((addr, Ok(_))) => info!(namesrv = %addr, "unregistered from name server"),
+            Ok((addr, Err(e))) => warn!(namesrv = %addr, error = %e, "unregistration failed"),
+            Err(e) => warn!("unregistration task failed: {e}"),
+        }
+    }
+}
+
+/// The registration loop: at once, then every period and after each topic change, until stopped.
+pub(crate) async fn run(
+    inner: Arc<BrokerInner>,
+    client: RemotingClient,
+    mut stop: watch::Receiver<bool>,
+) {
+    if inner.config.namesrv_addrs.is_empty() {
+        return;
+    }
+    let period = Duration::from_millis(inner.config.register_period_ms());
+    loop {
+        let registration = register_all(&inner, &client);
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = registration => {}
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(period) => {}
+            _ = inner.topics_changed.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: an in-process broker on 127.0.0.1:0 with a temp data dir, driven over TCP by
+//! a `RemotingClient` with hand-built headers and bodies, as a RocketMQ client would.
+
+mod common;
+
+mod admin;
+mod clients;
+mod long_poll;
+mod offsets;
+mod query;
+mod register;
+mod restart;
+mod send_pull;
