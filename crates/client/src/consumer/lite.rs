@@ -550,6 +550,8 @@ impl LitePullConsumer {
                 self.inner.instance.update_topic_route(topic).await?;
             }
         }
+        // Brokers learn the group from heartbeats; commits of an unknown group are refused.
+        self.inner.instance.send_heartbeat_to_all_brokers().await;
         let mut with_subs = Vec::with_capacity(wanted.len());
         for mq in wanted {
             let sub = self.inner.assign_subscription(&mq.topic)?;
