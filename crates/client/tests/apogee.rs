@@ -438,3 +438,56 @@ async fn batches_and_compressed_bodies_round_trip_through_the_broker() {
     producer.shutdown().await;
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_broadcasting_consumer_reads_every_queue_and_keeps_offsets_in_a_local_file() {
+    let cluster = Cluster::start().await;
+    let producer = Producer::builder()
+        .client_config(cluster.config("broadcast-p"))
+        .start()
+        .await
+        .unwrap();
+    create_topic(&cluster, &producer, "ItBroadcast").await;
+    let offsets_dir = tempfile::tempdir().unwrap();
+    let start = |instance: &str| {
+        LitePullConsumer::builder()
+            .group("BroadcastGroup")
+            .client_config(cluster.config(instance))
+            .message_model(apogee_client::MessageModel::Broadcasting)
+            .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+            .local_offset_store_dir(offsets_dir.path())
+            .subscribe("ItBroadcast", "*")
+            .start()
+    };
+    let c1 = start("bc-1").await.unwrap();
+    let c2 = start("bc-2").await.unwrap();
+    assert_eq!(c1.assignment().len(), 4);
+    assert_eq!(c2.assignment().len(), 4);
+    for q in producer.fetch_publish_queues("ItBroadcast").await.unwrap() {
+        producer
+            .send_to_queue(
+                Message::new("ItBroadcast", format!("all-{}", q.queue_id)),
+                &q,
+            )
+            .await
+            .unwrap();
+    }
+    let wanted = |m: &MessageExt| body(m).starts_with("all-");
+    assert_eq!(poll_until(&c1, 4, wanted).await.len(), 4);
+    assert_eq!(poll_until(&c2, 4, wanted).await.len(), 4);
+    c1.commit_sync().await.unwrap();
+    let file = offsets_dir
+        .path()
+        .join(c1.client_instance().client_id())
+        .join("BroadcastGroup")
+        .join("offsets.json");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.starts_with(r#"{"offsetTable":{{"brokerName":"broker-a""#),
+        "{text}"
+    );
+    c1.shutdown().await;
+    c2.shutdown().await;
+    producer.shutdown().await;
+    cluster.stop().await;
+}

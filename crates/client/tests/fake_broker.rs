@@ -760,3 +760,60 @@ async fn a_shut_down_producer_refuses_to_send() {
         Err(ClientError::Shutdown)
     ));
 }
+
+#[tokio::test]
+async fn an_assigned_queue_starts_at_the_committed_offset_and_follows_an_admin_reset() {
+    use apogee_protocol::body::ResetOffsetBody;
+    use apogee_protocol::header::{
+        PullMessageRequestHeader, QueryConsumerOffsetResponseHeader, ResetOffsetRequestHeader,
+    };
+    let mut broker = Fake::start(|req| match req.code {
+        request_code::QUERY_CONSUMER_OFFSET => Some(
+            RemotingCommand::response(response_code::SUCCESS, None)
+                .with_header(&QueryConsumerOffsetResponseHeader { offset: 3 }),
+        ),
+        // Pulls are left unanswered: the consumer waits as it would on a long poll.
+        request_code::LITE_PULL_MESSAGE => None,
+        _ => Some(RemotingCommand::response(response_code::SUCCESS, None)),
+    })
+    .await;
+    let ns = name_server(HashMap::from([(
+        "ResetTopic".to_owned(),
+        route(&[("broker-a", &broker.addr)], 2),
+    )]))
+    .await;
+    let consumer = LitePullConsumer::builder()
+        .group("ResetGroup")
+        .client_config(client_config(&ns.addr, "reset"))
+        .start()
+        .await
+        .unwrap();
+    let q0 = apogee_client::MessageQueue::new("ResetTopic", "broker-a", 0);
+    consumer.assign([q0.clone()]).await.unwrap();
+    assert_eq!(consumer.assignment(), vec![q0.clone()]);
+    let pull = broker.next_with_code(request_code::LITE_PULL_MESSAGE).await;
+    let h: PullMessageRequestHeader = pull.request.decode_header().unwrap();
+    assert_eq!(
+        (h.topic.as_str(), h.queue_id, h.queue_offset),
+        ("ResetTopic", 0, 3)
+    );
+    assert_eq!(h.consumer_group, "ResetGroup");
+
+    let mut body = ResetOffsetBody::default();
+    body.offset_table.insert(q0.clone(), 7);
+    let reset = RemotingCommand::request_with_header(
+        request_code::RESET_CONSUMER_CLIENT_OFFSET,
+        &ResetOffsetRequestHeader {
+            group: "ResetGroup".into(),
+            topic: "ResetTopic".into(),
+            timestamp: 0,
+            ..Default::default()
+        },
+    )
+    .with_body(body.encode().unwrap());
+    pull.conn.invoke_oneway(reset).await.unwrap();
+    let next = broker.next_with_code(request_code::LITE_PULL_MESSAGE).await;
+    let h: PullMessageRequestHeader = next.request.decode_header().unwrap();
+    assert_eq!(h.queue_offset, 7);
+    consumer.shutdown().await;
+}

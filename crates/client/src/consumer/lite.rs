@@ -1234,4 +1234,18 @@ impl ConsumerHook for LiteInner {
     fn running_info(&self) -> ConsumerRunningInfo {
         LiteInner::running_info(self)
     }
+
+    /// An admin reset the group's offsets: held queues of `topic` restart at the new offsets.
+    fn reset_offset(&self, topic: &str, offsets: Vec<(MessageQueue, i64)>) {
+        for (mq, offset) in offsets {
+            if mq.topic != topic {
+                continue;
+            }
+            self.store.update_offset(&mq, offset, false);
+            let held = lock(&self.queues).get(&mq).cloned();
+            if let Some(q) = held {
+                self.reset_queue(&q, offset);
+            }
+        }
+    }
 }

@@ -815,7 +815,19 @@ impl ProducerHook for ProducerInner {
     }
 
     fn publish_topics(&self) -> Vec<String> {
-        lock(&self.topics).iter().cloned().collect()
+        let mut topics: Vec<String> = lock(&self.topics).iter().cloned().collect();
+        // Auto-create routes stand in until the name server knows the topic; while any is in
+        // use, the template's route (and so its brokers' addresses) must stay fresh too.
+        let mut fallback = lock(&self.fallback);
+        fallback.retain(|topic, _| {
+            self.instance
+                .route_entry(topic)
+                .is_none_or(|e| !e.publish.ok())
+        });
+        if !fallback.is_empty() {
+            topics.push(AUTO_CREATE_TOPIC_KEY_TOPIC.to_owned());
+        }
+        topics
     }
 
     fn check_transaction_state(
