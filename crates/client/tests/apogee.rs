@@ -491,3 +491,52 @@ async fn a_broadcasting_consumer_reads_every_queue_and_keeps_offsets_in_a_local_
     producer.shutdown().await;
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn queue_locks_are_exclusive_between_clients_until_released() {
+    let cluster = Cluster::start().await;
+    let producer = Producer::builder()
+        .client_config(cluster.config("lock-p"))
+        .start()
+        .await
+        .unwrap();
+    create_topic(&cluster, &producer, "ItLock").await;
+    let q0 = MessageQueue::new("ItLock", "broker-a", 0);
+    let start = |instance: &str| {
+        LitePullConsumer::builder()
+            .group("LockGroup")
+            .client_config(cluster.config(instance))
+            .start()
+    };
+    let a = start("lock-a").await.unwrap();
+    let b = start("lock-b").await.unwrap();
+    a.assign([q0.clone()]).await.unwrap();
+    b.assign([q0.clone()]).await.unwrap();
+    let want: BTreeSet<MessageQueue> = [q0.clone()].into();
+    let ia = a.client_instance();
+    let ib = b.client_instance();
+    assert_eq!(
+        ia.lock_batch_mq("broker-a", "LockGroup", want.clone())
+            .await
+            .unwrap(),
+        want
+    );
+    assert!(ib
+        .lock_batch_mq("broker-a", "LockGroup", want.clone())
+        .await
+        .unwrap()
+        .is_empty());
+    ia.unlock_batch_mq("broker-a", "LockGroup", want.clone(), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        ib.lock_batch_mq("broker-a", "LockGroup", want.clone())
+            .await
+            .unwrap(),
+        want
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    producer.shutdown().await;
+    cluster.stop().await;
+}

@@ -817,3 +817,35 @@ async fn an_assigned_queue_starts_at_the_committed_offset_and_follows_an_admin_r
     assert_eq!(h.queue_offset, 7);
     consumer.shutdown().await;
 }
+
+#[tokio::test]
+async fn send_message_back_names_the_commit_log_offset_and_origin() {
+    use apogee_protocol::header::ConsumerSendMsgBackRequestHeader;
+    let mut broker = ok_broker().await;
+    let ns = name_server(HashMap::from([(
+        "T".to_owned(),
+        route(&[("broker-a", &broker.addr)], 1),
+    )]))
+    .await;
+    let instance = ClientInstance::new_unshared(client_config(&ns.addr, "sendback")).unwrap();
+    instance.update_topic_route("T").await.unwrap();
+    let msg = MessageExt {
+        topic: "T".into(),
+        broker_name: "broker-a".into(),
+        commit_log_offset: 9876,
+        msg_id: "UNIQ-1".into(),
+        ..Default::default()
+    };
+    instance.send_message_back(&msg, "G", 0, 16).await.unwrap();
+    let seen = broker
+        .next_with_code(request_code::CONSUMER_SEND_MSG_BACK)
+        .await;
+    let h: ConsumerSendMsgBackRequestHeader = seen.request.decode_header().unwrap();
+    assert_eq!(h.offset, 9876);
+    assert_eq!(h.group, "G");
+    assert_eq!(h.delay_level, 0);
+    assert_eq!(h.origin_msg_id.as_deref(), Some("UNIQ-1"));
+    assert_eq!(h.origin_topic.as_deref(), Some("T"));
+    assert_eq!(h.max_reconsume_times, Some(16));
+    instance.shutdown().await;
+}

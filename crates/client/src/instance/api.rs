@@ -5,13 +5,18 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use apogee_protocol::body::{GetConsumerListByGroupResponseBody, JsonBody, MessageQueue};
+use std::collections::BTreeSet;
+
+use apogee_protocol::body::{
+    GetConsumerListByGroupResponseBody, JsonBody, LockBatchRequestBody, LockBatchResponseBody,
+    MessageQueue, UnlockBatchRequestBody,
+};
 use apogee_protocol::codes::{request_code, response_code};
 use apogee_protocol::header::{
-    BoundaryType, CommandHeader, GetConsumerListByGroupRequestHeader,
-    GetEarliestMsgStoretimeRequestHeader, GetEarliestMsgStoretimeResponseHeader,
-    GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader, GetMinOffsetRequestHeader,
-    GetMinOffsetResponseHeader, QueryConsumerOffsetRequestHeader,
+    BoundaryType, CommandHeader, ConsumerSendMsgBackRequestHeader,
+    GetConsumerListByGroupRequestHeader, GetEarliestMsgStoretimeRequestHeader,
+    GetEarliestMsgStoretimeResponseHeader, GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader,
+    GetMinOffsetRequestHeader, GetMinOffsetResponseHeader, QueryConsumerOffsetRequestHeader,
     QueryConsumerOffsetResponseHeader, SearchOffsetRequestHeader, SearchOffsetResponseHeader,
     UpdateConsumerOffsetRequestHeader,
 };
@@ -19,6 +24,7 @@ use apogee_protocol::RemotingCommand;
 
 use super::ClientInstance;
 use crate::error::{ClientError, Result};
+use crate::message::MessageExt;
 
 /// The extFields key of `RpcRequestHeader.brokerName`: the broker a request is meant for.
 /// Brokers ignore it; proxies route by it.
@@ -306,6 +312,108 @@ impl ClientInstance {
             &header,
             &mq.broker_name,
         );
+        if oneway {
+            return self.invoke_broker_oneway(&addr, request).await;
+        }
+        let resp = self
+            .invoke_broker(&addr, request, self.config().api_timeout())
+            .await?;
+        if resp.code != response_code::SUCCESS {
+            return Err(ClientError::broker(resp.code, resp.remark, &addr));
+        }
+        Ok(())
+    }
+
+    /// Hands a message a consumer failed to process back to the broker
+    /// (CONSUMER_SEND_MSG_BACK): the broker re-delivers it through the group's retry topic
+    /// after `delay_level` (0: the broker picks `3 + reconsumeTimes`; -1: straight to the
+    /// dead-letter queue). `msg.topic` must be the topic as it travels. Goes to the master of
+    /// `msg.broker_name`, or to the message's store host when that broker is unknown.
+    pub async fn send_message_back(
+        &self,
+        msg: &MessageExt,
+        group: &str,
+        delay_level: i32,
+        max_reconsume_times: i32,
+    ) -> Result<()> {
+        let addr = self
+            .master_addr(&msg.broker_name)
+            .unwrap_or_else(|| msg.store_host.to_string());
+        let header = ConsumerSendMsgBackRequestHeader {
+            offset: msg.commit_log_offset,
+            group: group.to_owned(),
+            delay_level,
+            origin_msg_id: Some(msg.msg_id.clone()),
+            origin_topic: Some(msg.topic.clone()),
+            unit_mode: false,
+            max_reconsume_times: Some(max_reconsume_times),
+        };
+        let request = broker_request(
+            request_code::CONSUMER_SEND_MSG_BACK,
+            &header,
+            &msg.broker_name,
+        );
+        let resp = self
+            .invoke_broker(&addr, request, self.config().api_timeout())
+            .await?;
+        if resp.code != response_code::SUCCESS {
+            return Err(ClientError::broker(resp.code, resp.remark, &addr));
+        }
+        Ok(())
+    }
+
+    /// Locks `mqs` (all of one broker) for `group` on that broker's master (LOCK_BATCH_MQ), as
+    /// orderly consumers do before consuming; returns the queues this client now holds.
+    pub async fn lock_batch_mq(
+        &self,
+        broker_name: &str,
+        group: &str,
+        mqs: BTreeSet<MessageQueue>,
+    ) -> Result<BTreeSet<MessageQueue>> {
+        let addr = self
+            .master_addr(broker_name)
+            .ok_or_else(|| ClientError::BrokerNotFound {
+                broker_name: broker_name.to_owned(),
+            })?;
+        let body = LockBatchRequestBody {
+            client_id: self.inner.client_id.clone(),
+            consumer_group: group.to_owned(),
+            mq_set: mqs,
+            only_this_broker: false,
+        };
+        let request =
+            RemotingCommand::request(request_code::LOCK_BATCH_MQ).with_body(body.encode()?);
+        let resp = self
+            .invoke_broker(&addr, request, self.config().api_timeout())
+            .await?;
+        if resp.code != response_code::SUCCESS {
+            return Err(ClientError::broker(resp.code, resp.remark, &addr));
+        }
+        Ok(LockBatchResponseBody::decode(&resp.body)?.lock_ok_mq_set)
+    }
+
+    /// Releases locks taken with [`lock_batch_mq`](Self::lock_batch_mq) (UNLOCK_BATCH_MQ),
+    /// oneway or waiting for the broker.
+    pub async fn unlock_batch_mq(
+        &self,
+        broker_name: &str,
+        group: &str,
+        mqs: BTreeSet<MessageQueue>,
+        oneway: bool,
+    ) -> Result<()> {
+        let addr = self
+            .master_addr(broker_name)
+            .ok_or_else(|| ClientError::BrokerNotFound {
+                broker_name: broker_name.to_owned(),
+            })?;
+        let body = UnlockBatchRequestBody {
+            client_id: self.inner.client_id.clone(),
+            consumer_group: group.to_owned(),
+            mq_set: mqs,
+            only_this_broker: false,
+        };
+        let request =
+            RemotingCommand::request(request_code::UNLOCK_BATCH_MQ).with_body(body.encode()?);
         if oneway {
             return self.invoke_broker_oneway(&addr, request).await;
         }
