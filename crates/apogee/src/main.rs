@@ -1,7 +1,9 @@
-//! The `apogee` executable: one binary, one subcommand per role. Today only the offline tools are
-//! real (`store inspect`); the servers and the admin and bench tools arrive with their issues.
+//! The `apogee` executable: one binary, one subcommand per role: the servers (`standalone`,
+//! `namesrv`, `broker`) and the offline store tools; the proxy, admin and bench tools arrive with
+//! their issues.
 
 mod inspect;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,12 +27,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Name server, broker and gRPC endpoint in one process (not implemented yet).
-    Standalone(Placeholder),
-    /// The name server alone (not implemented yet).
-    Namesrv(Placeholder),
-    /// A broker alone (not implemented yet).
-    Broker(Placeholder),
+    /// Name server and broker in one process, data in ./data, RocketMQ's default ports.
+    Standalone(server::ServerArgs),
+    /// The name server alone (port 9876).
+    Namesrv(server::ServerArgs),
+    /// A broker alone (port 10911), registering with --namesrv-addr.
+    Broker(server::ServerArgs),
     /// The 5.x gRPC proxy in front of a cluster (not implemented yet).
     Proxy(Placeholder),
     /// The mqadmin commands (not implemented yet).
@@ -113,12 +115,22 @@ fn not_implemented(what: &str, issue: u32) -> ExitCode {
     ExitCode::from(EXIT_NOT_IMPLEMENTED)
 }
 
+fn serve(role: server::Role, args: server::ServerArgs) -> ExitCode {
+    match server::run(role, args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("apogee: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Standalone(_) => not_implemented("standalone", 4),
-        Command::Namesrv(_) => not_implemented("namesrv", 4),
-        Command::Broker(_) => not_implemented("broker", 4),
+        Command::Standalone(args) => serve(server::Role::Standalone, args),
+        Command::Namesrv(args) => serve(server::Role::Namesrv, args),
+        Command::Broker(args) => serve(server::Role::Broker, args),
         Command::Proxy(_) => not_implemented("proxy", 7),
         Command::Admin(_) => not_implemented("admin", 8),
         Command::Bench(_) => not_implemented("bench", 8),

@@ -235,9 +235,6 @@ fn a_missing_store_directory_exits_3() {
 #[test]
 fn placeholder_subcommands_say_not_implemented_and_exit_2() {
     for (cmd, issue) in [
-        ("standalone", 4),
-        ("namesrv", 4),
-        ("broker", 4),
         ("proxy", 7),
         ("admin", 8),
         ("bench", 8),
