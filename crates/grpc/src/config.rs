@@ -206,7 +206,9 @@ impl RetryBackoff {
                     "a customized retry backoff needs at least one delay".into(),
                 ))
             }
-            RetryBackoff::Exponential { multiplier, .. } if !(*multiplier >= 1.0) => {
+            RetryBackoff::Exponential { multiplier, .. }
+                if !multiplier.is_finite() || *multiplier < 1.0 =>
+            {
                 Err(GrpcError::InvalidConfig(
                     "an exponential retry backoff needs multiplier >= 1".into(),
                 ))

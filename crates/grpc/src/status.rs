@@ -77,6 +77,8 @@ pub trait FromStatus: Sized {
 macro_rules! from_status_field {
     ($($ty:ident),* $(,)?) => {
         $(impl FromStatus for pb::$ty {
+            // Single-field responses make the update a no-op; the macro serves both kinds.
+            #[allow(clippy::needless_update)]
             fn from_status(status: pb::Status) -> Self {
                 Self { status: Some(status), ..Default::default() }
             }
