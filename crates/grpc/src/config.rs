@@ -41,6 +41,11 @@ pub struct GrpcConfig {
     pub client_idle_timeout_ms: u64,
     /// Server-to-client commands queued per Telemetry stream before pushes fail.
     pub telemetry_queue_capacity: usize,
+    /// HTTP/2 ping interval on idle connections, so a vanished client's Telemetry stream (which
+    /// keeps its session alive) is noticed; 0 turns pings off.
+    pub http2_keepalive_interval_ms: u64,
+    /// How long a ping may go unanswered before the connection is closed.
+    pub http2_keepalive_timeout_ms: u64,
     /// How long `shutdown()` lets open calls finish before cutting connections.
     pub shutdown_grace_ms: u64,
     /// Overrides sent to producers.
@@ -58,6 +63,8 @@ impl Default for GrpcConfig {
             max_client_sessions: 65_536,
             client_idle_timeout_ms: DEFAULT_CLIENT_IDLE_TIMEOUT_MS,
             telemetry_queue_capacity: 64,
+            http2_keepalive_interval_ms: 30_000,
+            http2_keepalive_timeout_ms: 20_000,
             shutdown_grace_ms: 5_000,
             producer: ProducerSettings::default(),
             consumer: ConsumerSettings::default(),
@@ -99,6 +106,16 @@ impl GrpcConfig {
 
     pub fn client_idle_timeout(&self) -> Duration {
         Duration::from_millis(self.client_idle_timeout_ms)
+    }
+
+    /// `None` when pings are off.
+    pub fn http2_keepalive_interval(&self) -> Option<Duration> {
+        (self.http2_keepalive_interval_ms > 0)
+            .then(|| Duration::from_millis(self.http2_keepalive_interval_ms))
+    }
+
+    pub fn http2_keepalive_timeout(&self) -> Duration {
+        Duration::from_millis(self.http2_keepalive_timeout_ms)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -63,6 +63,8 @@ impl GrpcServer {
         let mut stopped = shared.stop.subscribe();
         let serve = tonic::transport::Server::builder()
             .max_concurrent_streams(config.max_concurrent_streams)
+            .http2_keepalive_interval(config.http2_keepalive_interval())
+            .http2_keepalive_timeout(Some(config.http2_keepalive_timeout()))
             .serve_with_incoming_shutdown(server, incoming, async move {
                 // An error means the sender is gone, which only happens once serving is over.
                 let _ = stopped.wait_for(|stop| *stop).await;
@@ -79,7 +81,8 @@ impl GrpcServer {
     }
 }
 
-/// A running endpoint.
+/// A running endpoint. Dropping it stops accepting calls, like [`shutdown`](Self::shutdown)
+/// without waiting.
 pub struct GrpcServerHandle {
     local_addr: SocketAddr,
     shared: Arc<Shared>,
@@ -127,6 +130,16 @@ impl GrpcServerHandle {
                 warn!("gRPC calls still open after the grace period; closing them");
                 server.abort();
             }
+        }
+    }
+}
+
+impl Drop for GrpcServerHandle {
+    fn drop(&mut self) {
+        self.shared.stop.send_replace(true);
+        self.shared.sessions.detach_all_telemetry();
+        if let Some(sweeper) = take(&self.sweeper) {
+            sweeper.abort();
         }
     }
 }

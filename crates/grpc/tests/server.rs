@@ -84,9 +84,16 @@ fn client_id(headers: Headers) -> &'static str {
 async fn start(
     backend: Arc<dyn MessagingBackend>,
 ) -> (GrpcServerHandle, MessagingServiceClient<Channel>) {
+    start_with(GrpcConfig::default(), backend).await
+}
+
+async fn start_with(
+    config: GrpcConfig,
+    backend: Arc<dyn MessagingBackend>,
+) -> (GrpcServerHandle, MessagingServiceClient<Channel>) {
     let config = GrpcConfig {
         listen_addr: "127.0.0.1:0".into(),
-        ..GrpcConfig::default()
+        ..config
     };
     let handle = GrpcServer::start(config, backend)
         .await
@@ -630,11 +637,14 @@ async fn closing_telemetry_detaches_the_session_and_shutdown_ends_open_streams()
 #[derive(Default)]
 struct RecordingBackend {
     events: Mutex<Vec<String>>,
+    /// Signalled on every event (a stored permit, so no wake-up is lost).
+    recorded: tokio::sync::Notify,
 }
 
 impl RecordingBackend {
     fn record(&self, event: String) {
         self.events.lock().expect("not poisoned").push(event);
+        self.recorded.notify_one();
     }
 
     fn events(&self) -> Vec<String> {
@@ -935,5 +945,30 @@ async fn backend_answers_reach_the_client_and_lifecycle_hooks_are_called() {
             format!("offline {id} known=true Terminated"),
         ]
     );
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_sessions_expire_and_the_backend_is_told() {
+    let backend = Arc::new(RecordingBackend::default());
+    let config = GrpcConfig {
+        client_idle_timeout_ms: 50,
+        ..GrpcConfig::default()
+    };
+    let (handle, mut client) = start_with(config, backend.clone()).await;
+    client
+        .heartbeat(with_headers(pb::HeartbeatRequest::default(), RUST))
+        .await
+        .expect("heartbeat");
+    let expected = format!("offline {} known=true Expired", client_id(RUST));
+    let expired = async {
+        while !backend.events().contains(&expected) {
+            backend.recorded.notified().await;
+        }
+    };
+    tokio::time::timeout(WAIT, expired)
+        .await
+        .expect("session expires");
+    assert!(handle.sessions().is_empty());
     handle.shutdown().await;
 }
