@@ -235,7 +235,11 @@ impl IndexService {
     /// file's hash slots are rebuilt from those entries, since slot writes after the checkpoint may
     /// have reached the disk without the entries they point to. Without a mark every file is deleted
     /// and the caller re-indexes the whole log.
-    pub fn load(&self, mark: Option<IndexMark>, rebuild_slots: bool) -> Result<()> {
+    ///
+    /// Returns whether the file the mark names was found. When it was not (the index directory was
+    /// deleted or damaged by hand) the index misses records below the checkpoint, and the caller must
+    /// start over: load again without a mark and re-index the whole log.
+    pub fn load(&self, mark: Option<IndexMark>, rebuild_slots: bool) -> Result<bool> {
         let mut names: Vec<u64> = match fs::read_dir(&self.dir) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
@@ -269,12 +273,53 @@ impl IndexService {
                 header,
             });
         }
-        if let (Some(m), Some(last)) = (mark, files.last_mut()) {
-            if last.seg.start() == m.file_offset && m.count > 0 {
-                cut_to(last, m.count, rebuild_slots)?;
+        let mut intact = true;
+        if let Some(m) = mark.filter(|m| m.count > 0) {
+            match files.last_mut() {
+                // The header counts every entry written; fewer than the mark means the file is not
+                // the one the checkpoint saw (e.g. a re-index that did not finish).
+                Some(last)
+                    if last.seg.start() == m.file_offset
+                        && last.header.index_count >= m.count as i32 =>
+                {
+                    cut_to(last, m.count, rebuild_slots)?
+                }
+                _ => intact = false,
             }
         }
         *self.files.write().unwrap_or_else(|p| p.into_inner()) = files;
+        Ok(intact)
+    }
+
+    /// Recovery cut the log at `offset`: drops every entry for a record at or past it (entries are in
+    /// log order), so that re-indexing after the cut does not meet stale ones. Only before the store
+    /// accepts writes.
+    pub fn cut_from(&self, offset: u64) -> Result<()> {
+        let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
+        while files
+            .last()
+            .is_some_and(|f| f.header.index_count > 1 && f.header.begin_phy_offset as u64 >= offset)
+        {
+            if let Some(f) = files.pop() {
+                f.seg.mark_deleted();
+            }
+        }
+        let Some(f) = files.last_mut() else {
+            return Ok(());
+        };
+        // First entry number whose record is at or past `offset`.
+        let (mut lo, mut hi) = (1u32, f.header.index_count.max(1) as u32);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if (f.read_entry(mid).phy_offset as u64) < offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo < f.header.index_count.max(1) as u32 {
+            cut_to(f, lo, true)?;
+        }
         Ok(())
     }
 

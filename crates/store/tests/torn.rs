@@ -11,6 +11,7 @@ mod common;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::io::Read;
 use std::process::Command;
 
 use apogee_protocol::message::record::RecordView;
@@ -20,6 +21,10 @@ use common::{check_store, Id, Rng};
 const CHILD_ENV: &str = "APOGEE_TORN_CHILD";
 const THREADS: u32 = 4;
 const SEQS: u32 = 40;
+
+fn open(dir: &Path) -> MessageStore {
+    common::open(config(dir))
+}
 
 fn config(dir: &Path) -> StoreConfig {
     let mut cfg = StoreConfig::for_tests(dir);
@@ -39,13 +44,13 @@ fn ids() -> Vec<Id> {
 fn write_records(dir: &Path) -> MessageStore {
     let all = ids();
     let (first, second) = all.split_at(all.len() / 2);
-    let store = MessageStore::open(config(dir)).unwrap();
+    let store = open(dir);
     for id in first {
         store.append(&mut id.record()).unwrap();
     }
     store.close().unwrap();
     drop(store);
-    let store = MessageStore::open(config(dir)).unwrap();
+    let store = open(dir);
     for id in second {
         store.append(&mut id.record()).unwrap();
     }
@@ -82,12 +87,14 @@ fn fill(dir: &Path, stop: Stop) -> Vec<(u64, usize)> {
             store.close().unwrap();
         }
         Stop::Crash => {
-            let status = Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", "torn_child_writer", "--test-threads=1"])
-                .env(CHILD_ENV, dir)
-                .stdout(std::process::Stdio::null())
-                .status()
-                .unwrap();
+            let (mut child, mut out) = common::spawn(
+                Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "torn_child_writer", "--test-threads=1"])
+                    .env(CHILD_ENV, dir),
+            );
+            let mut rest = String::new();
+            out.read_to_string(&mut rest).unwrap();
+            let status = child.wait().unwrap();
             assert!(status.success(), "{status}");
             assert!(dir.join("abort").exists());
         }
@@ -122,7 +129,7 @@ fn recover_after(stop: Stop, lost_from: usize, damage: impl FnOnce(&Path, &[(u64
     let recs = fill(dir.path(), stop);
     damage(dir.path(), &recs);
     let all = ids();
-    let store = MessageStore::open(config(dir.path())).unwrap();
+    let store = open(dir.path());
     let end = recs.get(lost_from).map(|r| r.0).unwrap_or_else(|| {
         let (o, l) = recs[recs.len() - 1];
         o + l as u64
@@ -159,7 +166,7 @@ fn recover_after(stop: Stop, lost_from: usize, damage: impl FnOnce(&Path, &[(u64
     let count = store_record_count(&store);
     store.close().unwrap();
     drop(store);
-    let store = MessageStore::open(config(dir.path())).unwrap();
+    let store = open(dir.path());
     assert_eq!(check_store(&store).len(), count);
 }
 
@@ -231,21 +238,23 @@ fn garbage_over_the_last_two_records_cuts_both() {
     }
 }
 
+/// Flips one bit in the middle of the body of the record at `offset`.
+fn flip_body_byte(dir: &Path, offset: u64) {
+    let (path, pos) = segment_path(dir, offset);
+    let mut rec = vec![0u8; 8192];
+    let f = fs::File::open(&path).unwrap();
+    let n = f.read_at(&mut rec, pos).unwrap();
+    let v = RecordView::parse(&rec[..n]).unwrap();
+    let body_at = v.body.as_ptr() as usize - rec.as_ptr() as usize;
+    let flip_at = body_at + v.body.len() / 2;
+    write_at(&path, pos + flip_at as u64, &[rec[flip_at] ^ 0x01]);
+}
+
 #[test]
 fn a_flipped_byte_in_the_last_body_fails_the_crc_and_is_cut() {
     for stop in [Stop::Clean, Stop::Crash] {
         recover_after(stop, ids().len() - 1, |dir, recs| {
-            let (offset, len) = recs[last(recs)];
-            let (path, pos) = segment_path(dir, offset);
-            let mut rec = vec![0u8; len];
-            fs::File::open(&path)
-                .unwrap()
-                .read_exact_at(&mut rec, pos)
-                .unwrap();
-            let v = RecordView::parse(&rec).unwrap();
-            let body_at = v.body.as_ptr() as usize - rec.as_ptr() as usize;
-            let flip_at = body_at + v.body.len() / 2;
-            write_at(&path, pos + flip_at as u64, &[rec[flip_at] ^ 0x01]);
+            flip_body_byte(dir, recs[last(recs)].0)
         });
     }
 }
@@ -350,4 +359,65 @@ fn a_deleted_index_directory_is_rebuilt_from_the_log() {
             fs::remove_dir_all(dir.join("index")).unwrap();
         });
     }
+}
+
+#[test]
+fn a_stale_copy_of_an_earlier_record_over_the_tail_is_cut() {
+    for stop in [Stop::Clean, Stop::Crash] {
+        recover_after(stop, ids().len() - 1, |dir, recs| {
+            // A whole, CRC-valid record, but not the one that belongs here: its PHYSICALOFFSET
+            // gives it away.
+            let (old, old_len) = recs[last(recs) - 4];
+            let (old_path, old_pos) = segment_path(dir, old);
+            let mut copy = vec![0u8; old_len];
+            fs::File::open(&old_path)
+                .unwrap()
+                .read_exact_at(&mut copy, old_pos)
+                .unwrap();
+            let (offset, _) = recs[last(recs)];
+            let (path, pos) = segment_path(dir, offset);
+            write_at(&path, pos, &copy);
+        });
+    }
+}
+
+const CHECKPOINT_MAGIC: u32 = 0x4150_4B31;
+
+/// Rewrites both checkpoint slots with the newest one's data, `commitLogFlushedOffset` replaced.
+fn set_checkpoint_flushed_offset(dir: &Path, flushed: u64) {
+    let path = dir.join("checkpoint");
+    let mut cp = fs::read(&path).unwrap();
+    let seq = |s: &[u8]| u64::from_be_bytes(s[8..16].try_into().unwrap());
+    let newest = if seq(&cp[..64]) >= seq(&cp[64..]) { 0 } else { 64 };
+    let mut slot = cp[newest..newest + 64].to_vec();
+    assert_eq!(&slot[0..4], &CHECKPOINT_MAGIC.to_be_bytes());
+    slot[16..24].copy_from_slice(&flushed.to_be_bytes());
+    let s = seq(&slot) + 1;
+    slot[8..16].copy_from_slice(&s.to_be_bytes());
+    let crc = crc32fast::hash(&slot[..60]) & 0x7FFF_FFFF;
+    slot[60..64].copy_from_slice(&crc.to_be_bytes());
+    cp[..64].copy_from_slice(&slot);
+    cp[64..].copy_from_slice(&slot);
+    write_at(&path, 0, &cp);
+}
+
+#[test]
+fn a_log_tail_lost_below_the_dispatch_checkpoint_is_cut_at_the_flushed_offset() {
+    // Async flush and a power cut: queues and index reached the disk up to the log's end (the
+    // checkpoint of a clean close says so), the CommitLog only up to an earlier flush, in the
+    // segment before the newest. The checkpoint's commitLogFlushedOffset tells recovery where to
+    // start checking.
+    let dir = tempfile::tempdir().unwrap();
+    let recs = fill(dir.path(), Stop::Clean);
+    let (newest, _) = common::newest_segment(dir.path());
+    let lost_from = recs.iter().position(|r| r.0 >= newest).unwrap() - 3;
+    drop(dir);
+    recover_after(Stop::Clean, lost_from, |dir, recs| {
+        // Torn pages: every record from the flushed offset on kept its header but not all of its
+        // body, so the queue entries pointing at them still look right.
+        for &(offset, _) in &recs[lost_from..] {
+            flip_body_byte(dir, offset);
+        }
+        set_checkpoint_flushed_offset(dir, recs[lost_from].0);
+    });
 }

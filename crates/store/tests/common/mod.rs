@@ -6,15 +6,44 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::RwLock;
 
 use apogee_protocol::message::properties::{keys, MessageProperties};
 use apogee_protocol::message::record::{
     patch_physical_offset, patch_queue_offset, patch_store_timestamp, peek_record, MessageRecord,
     RecordHead, RecordView,
 };
-use apogee_store::MessageStore;
+use apogee_store::{MessageStore, StoreConfig};
 use bytes::Bytes;
+
+/// Spawning a child forks this process, and for a moment the child holds a copy of every open
+/// descriptor, the store `lock` of other tests included, until its exec closes them (which the kernel
+/// does after `spawn` may already have returned). Tests run in parallel: opens wait until a spawned
+/// child has shown it runs the new program, or they could find their own directory locked.
+static SPAWN: RwLock<()> = RwLock::new(());
+
+/// Opens a store, never while a child is between fork and exec.
+pub fn open(config: StoreConfig) -> MessageStore {
+    let _no_fork_in_progress = SPAWN.read().unwrap_or_else(|p| p.into_inner());
+    MessageStore::open(config).unwrap()
+}
+
+/// Spawns `cmd` with its stdout piped and returns once the child has printed its first non-empty
+/// line (the test harness's greeting), i.e. once it runs the new program.
+pub fn spawn(cmd: &mut Command) -> (Child, BufReader<ChildStdout>) {
+    let _forking = SPAWN.write().unwrap_or_else(|p| p.into_inner());
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    while first.trim().is_empty() {
+        first.clear();
+        assert!(out.read_line(&mut first).unwrap() > 0, "child said nothing");
+    }
+    (child, out)
+}
 
 /// Two topics: a short one (V1 records) and one longer than 127 bytes (V2 records).
 pub fn topics() -> [String; 2] {
