@@ -568,4 +568,53 @@ mod tests {
         assert_eq!(idx.file_count(), 1);
         assert_eq!(idx.lookup("T#k", 100, 0, i64::MAX), vec![3, 2, 1, 0]);
     }
+
+    #[test]
+    fn cut_from_drops_entries_at_or_past_the_offset_and_keeps_older_chains_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = IndexService::new(dir.path(), 4, 10);
+        // 25 records, two keys each: three files, the last one partly filled.
+        for i in 0..25u64 {
+            idx.put("T#k", i * 10, T0).unwrap();
+            idx.put(&format!("T#own-{i}"), i * 10, T0).unwrap();
+        }
+        assert_eq!(idx.file_count(), 6);
+        idx.cut_from(125).unwrap();
+        let expected: Vec<u64> = (0..13u64).rev().map(|i| i * 10).collect();
+        assert_eq!(idx.lookup("T#k", 100, 0, i64::MAX), expected);
+        assert!(idx.lookup("T#own-13", 100, 0, i64::MAX).is_empty());
+        assert_eq!(idx.lookup("T#own-12", 100, 0, i64::MAX), vec![120]);
+        // Files holding only cut records are gone; indexing continues after the cut.
+        assert_eq!(idx.file_count(), 3);
+        idx.put("T#k", 130, T0).unwrap();
+        assert_eq!(idx.lookup("T#k", 1, 0, i64::MAX), vec![130]);
+        // Cutting past the end changes nothing.
+        idx.cut_from(10_000).unwrap();
+        assert_eq!(idx.lookup("T#k", 100, 0, i64::MAX).len(), 14);
+    }
+
+    #[test]
+    fn load_reports_an_index_that_lacks_what_the_checkpoint_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = IndexService::new(dir.path(), 4, 100);
+        for i in 0..10u64 {
+            idx.put("T#k", i * 10, T0).unwrap();
+        }
+        let mark = idx.mark();
+        idx.flush().unwrap();
+        drop(idx);
+        let idx = IndexService::new(dir.path(), 4, 100);
+        assert!(idx.load(Some(mark), true).unwrap());
+        // A file of that name with fewer entries than the mark is not the one the mark saw.
+        let short = IndexMark {
+            count: mark.count + 5,
+            ..mark
+        };
+        let idx = IndexService::new(dir.path(), 4, 100);
+        assert!(!idx.load(Some(short), true).unwrap());
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let idx = IndexService::new(dir.path(), 4, 100);
+        assert!(!idx.load(Some(mark), true).unwrap());
+        assert!(idx.load(Some(IndexMark::default()), true).unwrap());
+    }
 }

@@ -227,8 +227,9 @@ impl MessageStore {
         if end < from {
             tracing::warn!("recovery: the log is damaged at {end}, below the checkpoint ({from})");
             inner.cut_queues_at(end)?;
-            inner.index.cut_from(end)?;
         }
+        // Also drops entries of records in segments that vanished (`from` was clamped to the log).
+        inner.index.cut_from(end)?;
         inner.commitlog.truncate_to(end)?;
         // What was read back may sit only in the page cache of a process that died: make it durable
         // before counting it as flushed.
@@ -668,8 +669,7 @@ impl Inner {
             .collect();
         for q in queues {
             let mut max = q.max_offset();
-            while max > q.min_offset()
-                && q.get(max - 1).is_some_and(|e| e.commitlog_offset >= end)
+            while max > q.min_offset() && q.get(max - 1).is_some_and(|e| e.commitlog_offset >= end)
             {
                 max -= 1;
             }

@@ -83,7 +83,11 @@ fn crash_child_writer() {
         // One write per line: a line is either whole in the pipe or absent. A failed write means
         // the parent is gone: stop.
         let mut out = std::io::stdout().lock();
-        if out.write_all(line.as_bytes()).and_then(|_| out.flush()).is_err() {
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|_| out.flush())
+            .is_err()
+        {
             std::process::exit(3);
         }
     };
@@ -124,15 +128,15 @@ enum KillAt {
 }
 
 /// Runs one child round and kills it; returns the acknowledgements it printed.
-fn run_round(
-    dir: &Path,
-    flush: FlushDiskType,
-    round: u32,
-    kill_at: KillAt,
-) -> (Vec<Ack>, bool) {
+fn run_round(dir: &Path, flush: FlushDiskType, round: u32, kill_at: KillAt) -> (Vec<Ack>, bool) {
     let (mut child, out) = common::spawn(
         Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir)
             .env(ROUND_ENV, round.to_string())
             .env(FLUSH_ENV, flush_name(flush))
@@ -172,7 +176,11 @@ fn run_round(
     }
     let status = child.wait().unwrap();
     assert!(killed, "child of round {round} ended on its own: {status}");
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "round {round}: {status}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "round {round}: {status}"
+    );
     (acks, opened)
 }
 
@@ -269,8 +277,8 @@ fn async_flush_keeps_every_appended_record_across_process_kills() {
         return;
     }
     if soak() {
-        kill_rounds(FlushDiskType::Async, 100, 5000, 0xA5_50A4);
+        kill_rounds(FlushDiskType::Async, 100, 5000, 0x00A5_50A4);
     } else {
-        kill_rounds(FlushDiskType::Async, 6, 2000, 0xA5C0_DE);
+        kill_rounds(FlushDiskType::Async, 6, 2000, 0x00A5_C0DE);
     }
 }

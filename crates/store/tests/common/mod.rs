@@ -132,10 +132,10 @@ impl Id {
         rec.queue_id = self.queue_id();
         rec.flag = self.seq as i32;
         rec.born_timestamp = 1_700_000_000_000 + self.seq as i64;
-        rec.born_host = if self.seq % 5 == 0 {
-            "[::1]:5000".parse().unwrap()
-        } else {
-            "10.0.0.1:5000".parse().unwrap()
+        // One in five from an IPv6 host: longer records with other SYSFLAG bits.
+        rec.born_host = match self.seq % 5 {
+            0 => "[::1]:5000".parse().unwrap(),
+            _ => "10.0.0.1:5000".parse().unwrap(),
         };
         rec.store_host = "10.0.0.2:10911".parse().unwrap();
         rec.encode().unwrap().to_vec()
@@ -196,13 +196,22 @@ pub fn walk_log(store: &MessageStore) -> Vec<Found> {
             RecordHead::Message { .. } => {
                 let v = RecordView::parse(&bytes).unwrap();
                 assert!(v.body_crc_matches(), "record at {at}: BODYCRC mismatch");
-                assert_eq!(v.physical_offset, at as i64, "PHYSICALOFFSET of the record at {at}");
+                assert_eq!(
+                    v.physical_offset, at as i64,
+                    "PHYSICALOFFSET of the record at {at}"
+                );
                 at += bytes.len() as u64;
-                out.push(Found { offset: at - bytes.len() as u64, bytes });
+                out.push(Found {
+                    offset: at - bytes.len() as u64,
+                    bytes,
+                });
             }
         }
     }
-    assert_eq!(at, end, "the last record must end exactly at the log's max offset");
+    assert_eq!(
+        at, end,
+        "the last record must end exactly at the log's max offset"
+    );
     out
 }
 
@@ -225,7 +234,11 @@ pub fn assert_tail_is_zero(root: &Path, max_offset: u64) {
     let (start, path) = newest_segment(root);
     let data = fs::read(&path).unwrap();
     if max_offset < start {
-        assert!(data.iter().all(|b| *b == 0), "{} is not empty", path.display());
+        assert!(
+            data.iter().all(|b| *b == 0),
+            "{} is not empty",
+            path.display()
+        );
         return;
     }
     let from = (max_offset - start) as usize;
@@ -315,7 +328,11 @@ pub fn check_store(store: &MessageStore) -> HashMap<Id, (u64, u64)> {
         );
         for (n, f) in recs.iter().enumerate() {
             let v = RecordView::parse(&f.bytes).unwrap();
-            assert_eq!(v.queue_offset, n as i64, "QUEUEOFFSET of the record at {}", f.offset);
+            assert_eq!(
+                v.queue_offset, n as i64,
+                "QUEUEOFFSET of the record at {}",
+                f.offset
+            );
             let served = store
                 .message_at_queue_offset(topic, *q, n as u64)
                 .unwrap_or_else(|| panic!("queue offset {n} of queue {q} not served"));
@@ -360,7 +377,10 @@ pub fn assert_found_once(store: &MessageStore, id: &Id) {
 pub fn assert_not_found(store: &MessageStore, id: &Id) {
     for key in id.keys().into_iter().chain([id.uniq_key()]) {
         let found = store.query_by_key(&id.topic(), &key, 10, 0, i64::MAX);
-        assert!(found.is_empty(), "key {key} of the cut record {id:?} is still found");
+        assert!(
+            found.is_empty(),
+            "key {key} of the cut record {id:?} is still found"
+        );
     }
 }
 
@@ -377,18 +397,30 @@ pub fn assert_fresh_append_lands_at_the_end(store: &MessageStore, id: Id) {
     if end % seg + len + 8 <= seg {
         assert_eq!(at, end, "a fresh append must land at the log's end");
     } else {
-        assert_eq!(at, (end / seg + 1) * seg, "a fresh append that does not fit moves on");
+        assert_eq!(
+            at,
+            (end / seg + 1) * seg,
+            "a fresh append that does not fit moves on"
+        );
     }
     assert_eq!(res.queue_offset, qmax);
     assert_eq!(store.commitlog_max_offset(), at + len);
-    let back = store.message_at_queue_offset(&id.topic(), id.queue_id(), qmax).unwrap();
+    let back = store
+        .message_at_queue_offset(&id.topic(), id.queue_id(), qmax)
+        .unwrap();
     let v = RecordView::parse(&back).unwrap();
     assert_eq!(&back[..], &id.stored(at, qmax, v.store_timestamp)[..]);
     assert_found_once(store, &id);
 }
 
 /// Ids of `ids` not in `set`.
-pub fn missing<'a>(ids: impl IntoIterator<Item = &'a Id>, set: &HashMap<Id, (u64, u64)>) -> Vec<Id> {
+pub fn missing<'a>(
+    ids: impl IntoIterator<Item = &'a Id>,
+    set: &HashMap<Id, (u64, u64)>,
+) -> Vec<Id> {
     let seen: HashSet<&Id> = set.keys().collect();
-    ids.into_iter().filter(|i| !seen.contains(i)).copied().collect()
+    ids.into_iter()
+        .filter(|i| !seen.contains(i))
+        .copied()
+        .collect()
 }
