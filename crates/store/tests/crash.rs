@@ -9,7 +9,8 @@
 //!
 //! SIGKILL kills the process, not the machine: the page cache survives, so this proves the recovery
 //! logic (torn tails, queues and index rebuilt from the log, offsets continuing), not the fsync
-//! ordering against power loss. `APOGEE_SOAK=1` runs many more rounds (minutes instead of seconds).
+//! ordering against power loss; tests/torn.rs edits the files the way a power cut or a bad disk
+//! would. `APOGEE_SOAK=1` runs many more rounds (minutes instead of seconds).
 
 mod common;
 
@@ -255,7 +256,7 @@ fn soak() -> bool {
     std::env::var("APOGEE_SOAK").is_ok_and(|v| v == "1")
 }
 
-/// Ten kills (about 2 s); `APOGEE_SOAK=1`: a hundred, with longer rounds (a few minutes).
+/// Ten kills (a few seconds); `APOGEE_SOAK=1`: a hundred, with longer rounds (about two minutes).
 #[test]
 fn sync_flush_keeps_every_acknowledged_record_across_repeated_sigkills() {
     if std::env::var(CHILD_ENV).is_ok() {
