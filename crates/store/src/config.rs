@@ -87,6 +87,9 @@ impl StoreConfig {
             index_entries: 256,
             flush_interval_ms: 50,
             dispatch_flush_interval_ms: 50,
+            // The cleaner measures the real disk: on a busy machine it would delete a test's
+            // segments or refuse its writes. Tests drive retention through `run_retention` instead.
+            clean_interval_ms: 3_600_000,
             ..Self::default()
         }
     }

@@ -235,7 +235,11 @@ impl IndexService {
     /// file's hash slots are rebuilt from those entries, since slot writes after the checkpoint may
     /// have reached the disk without the entries they point to. Without a mark every file is deleted
     /// and the caller re-indexes the whole log.
-    pub fn load(&self, mark: Option<IndexMark>, rebuild_slots: bool) -> Result<()> {
+    ///
+    /// Returns whether the file the mark names was found. When it was not (the index directory was
+    /// deleted or damaged by hand) the index misses records below the checkpoint, and the caller must
+    /// start over: load again without a mark and re-index the whole log.
+    pub fn load(&self, mark: Option<IndexMark>, rebuild_slots: bool) -> Result<bool> {
         let mut names: Vec<u64> = match fs::read_dir(&self.dir) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
@@ -269,12 +273,53 @@ impl IndexService {
                 header,
             });
         }
-        if let (Some(m), Some(last)) = (mark, files.last_mut()) {
-            if last.seg.start() == m.file_offset && m.count > 0 {
-                cut_to(last, m.count, rebuild_slots)?;
+        let mut intact = true;
+        if let Some(m) = mark.filter(|m| m.count > 0) {
+            match files.last_mut() {
+                // The header counts every entry written; fewer than the mark means the file is not
+                // the one the checkpoint saw (e.g. a re-index that did not finish).
+                Some(last)
+                    if last.seg.start() == m.file_offset
+                        && last.header.index_count >= m.count as i32 =>
+                {
+                    cut_to(last, m.count, rebuild_slots)?
+                }
+                _ => intact = false,
             }
         }
         *self.files.write().unwrap_or_else(|p| p.into_inner()) = files;
+        Ok(intact)
+    }
+
+    /// Recovery cut the log at `offset`: drops every entry for a record at or past it (entries are in
+    /// log order), so that re-indexing after the cut does not meet stale ones. Only before the store
+    /// accepts writes.
+    pub fn cut_from(&self, offset: u64) -> Result<()> {
+        let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
+        while files
+            .last()
+            .is_some_and(|f| f.header.index_count > 1 && f.header.begin_phy_offset as u64 >= offset)
+        {
+            if let Some(f) = files.pop() {
+                f.seg.mark_deleted();
+            }
+        }
+        let Some(f) = files.last_mut() else {
+            return Ok(());
+        };
+        // First entry number whose record is at or past `offset`.
+        let (mut lo, mut hi) = (1u32, f.header.index_count.max(1) as u32);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if (f.read_entry(mid).phy_offset as u64) < offset {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        if lo < f.header.index_count.max(1) as u32 {
+            cut_to(f, lo, true)?;
+        }
         Ok(())
     }
 
@@ -522,5 +567,54 @@ mod tests {
         idx.load(Some(mark), true).unwrap();
         assert_eq!(idx.file_count(), 1);
         assert_eq!(idx.lookup("T#k", 100, 0, i64::MAX), vec![3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn cut_from_drops_entries_at_or_past_the_offset_and_keeps_older_chains_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = IndexService::new(dir.path(), 4, 10);
+        // 25 records, two keys each: three files, the last one partly filled.
+        for i in 0..25u64 {
+            idx.put("T#k", i * 10, T0).unwrap();
+            idx.put(&format!("T#own-{i}"), i * 10, T0).unwrap();
+        }
+        assert_eq!(idx.file_count(), 6);
+        idx.cut_from(125).unwrap();
+        let expected: Vec<u64> = (0..13u64).rev().map(|i| i * 10).collect();
+        assert_eq!(idx.lookup("T#k", 100, 0, i64::MAX), expected);
+        assert!(idx.lookup("T#own-13", 100, 0, i64::MAX).is_empty());
+        assert_eq!(idx.lookup("T#own-12", 100, 0, i64::MAX), vec![120]);
+        // Files holding only cut records are gone; indexing continues after the cut.
+        assert_eq!(idx.file_count(), 3);
+        idx.put("T#k", 130, T0).unwrap();
+        assert_eq!(idx.lookup("T#k", 1, 0, i64::MAX), vec![130]);
+        // Cutting past the end changes nothing.
+        idx.cut_from(10_000).unwrap();
+        assert_eq!(idx.lookup("T#k", 100, 0, i64::MAX).len(), 14);
+    }
+
+    #[test]
+    fn load_reports_an_index_that_lacks_what_the_checkpoint_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = IndexService::new(dir.path(), 4, 100);
+        for i in 0..10u64 {
+            idx.put("T#k", i * 10, T0).unwrap();
+        }
+        let mark = idx.mark();
+        idx.flush().unwrap();
+        drop(idx);
+        let idx = IndexService::new(dir.path(), 4, 100);
+        assert!(idx.load(Some(mark), true).unwrap());
+        // A file of that name with fewer entries than the mark is not the one the mark saw.
+        let short = IndexMark {
+            count: mark.count + 5,
+            ..mark
+        };
+        let idx = IndexService::new(dir.path(), 4, 100);
+        assert!(!idx.load(Some(short), true).unwrap());
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let idx = IndexService::new(dir.path(), 4, 100);
+        assert!(!idx.load(Some(mark), true).unwrap());
+        assert!(idx.load(Some(IndexMark::default()), true).unwrap());
     }
 }

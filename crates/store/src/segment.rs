@@ -42,7 +42,9 @@ pub(crate) fn parse_file_name(name: &str) -> Option<u64> {
 
 impl Segment {
     /// Creates the file at its full length (allocating the blocks, so later writes cannot run out of
-    /// space and fdatasync need not update the size) and maps it.
+    /// space and fdatasync need not update the size) and maps it. The directory is synced too: an
+    /// fdatasync of the file alone does not make its name durable, and records acknowledged under
+    /// sync flush may live in it.
     pub fn create(path: &Path, start: u64, len: usize) -> io::Result<Segment> {
         let file = OpenOptions::new()
             .read(true)
@@ -50,6 +52,9 @@ impl Segment {
             .create_new(true)
             .open(path)?;
         preallocate(&file, len as u64)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
         Self::map(file, path, start, len)
     }
 

@@ -148,11 +148,25 @@ impl MessageStore {
             .last()
             .map(|s| s.end())
             .unwrap_or(log_min);
-        // Everything below `from` is dispatched and durable; the scan starts there.
+        // Every queue and index entry for records below `from` is durable; re-dispatch starts there.
         let from = cp
             .map(|c| c.dispatch_flushed_offset)
             .unwrap_or(log_min)
             .clamp(log_min, log_end_bound);
+        // Records below `from` are dispatched, but the log there is re-read from the start of the
+        // segment holding the last durable record: bytes below the checkpoint can still be torn (the
+        // CommitLog's flushed offset may lag the queues') or damaged. That stretch only repairs queue
+        // entries; the index is fed from `from` on.
+        let durable = cp
+            .map(|c| c.commitlog_flushed_offset.min(from))
+            .unwrap_or(log_min)
+            .max(log_min);
+        let seg_bytes = config.commitlog_segment_bytes;
+        let verify_from = if durable > log_min {
+            ((durable - 1) / seg_bytes * seg_bytes).max(log_min)
+        } else {
+            log_min
+        };
         if crashed {
             tracing::warn!(
                 "store at {} did not stop cleanly; recovering from offset {from}",
@@ -170,7 +184,7 @@ impl MessageStore {
             count: c.index_count,
         });
         // Without a checkpoint the whole log is re-indexed, so all index files go.
-        index.load(
+        let index_intact = index.load(
             if from == log_min && cp.is_none() {
                 None
             } else {
@@ -178,6 +192,12 @@ impl MessageStore {
             },
             crashed,
         )?;
+        if !index_intact {
+            tracing::warn!(
+                "index files named by the checkpoint are missing; re-indexing the whole log"
+            );
+            index.load(None, false)?;
+        }
 
         let inner = Inner {
             flusher: Arc::new(Flusher::new(
@@ -199,15 +219,24 @@ impl MessageStore {
             _lock_file: lock_file,
             config,
         };
-        inner.load_queues(from)?;
-        let end = inner.redispatch(from)?;
+        let repair_from = inner.load_queues(from)?;
+        if !index_intact {
+            inner.reindex(log_min, from);
+        }
+        let end = inner.redispatch(verify_from.min(repair_from), from)?;
+        if end < from {
+            tracing::warn!("recovery: the log is damaged at {end}, below the checkpoint ({from})");
+            inner.cut_queues_at(end)?;
+        }
+        // Also drops entries of records in segments that vanished (`from` was clamped to the log).
+        inner.index.cut_from(end)?;
         inner.commitlog.truncate_to(end)?;
         // What was read back may sit only in the page cache of a process that died: make it durable
         // before counting it as flushed.
         use crate::flush::Flushable;
         inner
             .commitlog
-            .sync_range(from, end)
+            .sync_range(verify_from.min(repair_from).min(from), end)
             .map_err(|e| StoreError::io(inner.commitlog.dir().display(), e))?;
         inner.flusher.set_flushed(end);
         inner.write_checkpoint()?;
@@ -579,12 +608,15 @@ impl Inner {
     }
 
     /// Loads every consume queue on disk, cut to entries for records below `cut`, and drops a last
-    /// entry that does not match the record it points at (a torn entry).
-    fn load_queues(&self, cut: u64) -> Result<()> {
+    /// entry that does not match the record it points at (a torn entry). Returns where re-dispatch
+    /// must start to restore the dropped entries (`u64::MAX` when none was dropped): the end of the
+    /// last good entry's record, or the log's start for a queue left empty.
+    fn load_queues(&self, cut: u64) -> Result<u64> {
+        let mut repair_from = u64::MAX;
         let root = self.consume_queue_root();
         let topics = match fs::read_dir(&root) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(repair_from),
             Err(e) => return Err(StoreError::io(root.display(), e)),
         };
         for t in topics.filter_map(|e| e.ok()) {
@@ -599,7 +631,8 @@ impl Inner {
                     continue;
                 };
                 let q = self.queue_or_create(&topic, qid);
-                let mut max = q.load(cut)?;
+                let loaded = q.load(cut)?;
+                let mut max = loaded;
                 while max > q.min_offset() {
                     let ok = q
                         .get(max - 1)
@@ -611,6 +644,37 @@ impl Inner {
                     max -= 1;
                     q.cut_to(max)?;
                 }
+                if max < loaded {
+                    let good_end = max
+                        .checked_sub(1)
+                        .and_then(|last| q.get(last))
+                        .map(|e| e.commitlog_offset + e.size as u64);
+                    repair_from =
+                        repair_from.min(good_end.unwrap_or_else(|| self.commitlog.min_offset()));
+                }
+            }
+        }
+        Ok(repair_from)
+    }
+
+    /// Recovery found the log damaged at `end`, below the checkpoint: drops every queue entry for a
+    /// record at or past it.
+    fn cut_queues_at(&self, end: u64) -> Result<()> {
+        let queues: Vec<Arc<ConsumeQueue>> = self
+            .queues
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flat_map(|qs| qs.values().cloned())
+            .collect();
+        for q in queues {
+            let mut max = q.max_offset();
+            while max > q.min_offset() && q.get(max - 1).is_some_and(|e| e.commitlog_offset >= end)
+            {
+                max -= 1;
+            }
+            if max < q.max_offset() {
+                q.cut_to(max)?;
             }
         }
         Ok(())
@@ -646,27 +710,35 @@ impl Inner {
         Some(unsafe { seg.slice(pos, len) }.to_vec())
     }
 
-    /// Scans the log from `from`, dispatching every valid record; returns the end of the last one.
-    fn redispatch(&self, from: u64) -> Result<u64> {
-        let check_crc = self.config.check_crc_on_recover;
+    /// One recovery scan step: is the record at `pos` (`rest` runs to its segment's end) whole?
+    fn scan_step(&self, rest: &[u8], pos: u64) -> ScanStep {
+        match peek_record(rest) {
+            Ok(RecordHead::Blank { .. }) => ScanStep::Blank,
+            Ok(RecordHead::Message { .. }) => match RecordView::parse(rest) {
+                Ok(v)
+                    if (!self.config.check_crc_on_recover || v.body_crc_matches())
+                        && v.physical_offset == pos as i64 =>
+                {
+                    ScanStep::Record(v.total_size() as u64)
+                }
+                _ => ScanStep::End,
+            },
+            Err(_) => ScanStep::End,
+        }
+    }
+
+    /// Scans the log from `scan_from`, dispatching every valid record (records below `from` only to
+    /// consume queues that lack them); returns the end of the last valid record.
+    fn redispatch(&self, scan_from: u64, from: u64) -> Result<u64> {
         let mut last_ts = 0i64;
         let end = self.commitlog.scan(
-            from,
-            |rest, _| match peek_record(rest) {
-                Ok(RecordHead::Blank { .. }) => ScanStep::Blank,
-                Ok(RecordHead::Message { .. }) => match RecordView::parse(rest) {
-                    Ok(v) if !check_crc || v.body_crc_matches() => {
-                        ScanStep::Record(v.total_size() as u64)
-                    }
-                    _ => ScanStep::End,
-                },
-                Err(_) => ScanStep::End,
-            },
+            scan_from.min(from),
+            |rest, pos| self.scan_step(rest, pos),
             |offset, bytes| {
                 let v = RecordView::parse(bytes)
                     .map_err(|e| StoreError::Corrupt(format!("record at {offset}: {e}")))?;
                 last_ts = last_ts.max(v.store_timestamp);
-                self.dispatch_recovered(offset, &v)
+                self.dispatch_recovered(offset, &v, offset >= from)
             },
         )?;
         self.last_store_timestamp_ms
@@ -674,17 +746,52 @@ impl Inner {
         Ok(end)
     }
 
-    fn dispatch_recovered(&self, offset: u64, v: &RecordView<'_>) -> Result<()> {
+    /// Re-indexes the records in `[from, to)` (the index was lost). Never cuts the log: a bad record
+    /// only ends the re-indexing, with a warning.
+    fn reindex(&self, from: u64, to: u64) {
+        let result = self.commitlog.scan(
+            from,
+            |rest, pos| {
+                if pos >= to {
+                    ScanStep::End
+                } else {
+                    self.scan_step(rest, pos)
+                }
+            },
+            |offset, bytes| {
+                if let Ok(v) = RecordView::parse(bytes) {
+                    if TransactionType::from_sys_flag(v.sys_flag) != TransactionType::Rollback {
+                        let topic = String::from_utf8_lossy(v.topic);
+                        self.index_record(&topic, v.properties, offset, v.store_timestamp);
+                    }
+                }
+                Ok(())
+            },
+        );
+        match result {
+            Ok(end) if end < to => {
+                tracing::warn!("re-indexing stopped at a damaged record at {end}, below {to}")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("re-indexing failed: {e}"),
+        }
+    }
+
+    fn dispatch_recovered(&self, offset: u64, v: &RecordView<'_>, index: bool) -> Result<()> {
         let topic = String::from_utf8_lossy(v.topic);
         let tx = TransactionType::from_sys_flag(v.sys_flag);
         if matches!(tx, TransactionType::NotType | TransactionType::Commit) {
             let q = self.queue_or_create(&topic, v.queue_id);
             let logical = v.queue_offset.max(0) as u64;
             if logical < q.max_offset() {
-                tracing::warn!(
-                    "recovery: {topic}/{} already holds offset {logical}; skipping record at {offset}",
-                    v.queue_id
-                );
+                // Already dispatched (idempotent re-dispatch); a different record there is not.
+                if q.get(logical).is_some_and(|e| e.commitlog_offset != offset) {
+                    tracing::warn!(
+                        "recovery: {topic}/{} holds another record at offset {logical}; \
+                         skipping the record at {offset}",
+                        v.queue_id
+                    );
+                }
             } else {
                 q.append(
                     logical,
@@ -698,7 +805,7 @@ impl Inner {
                 )?;
             }
         }
-        if tx != TransactionType::Rollback {
+        if index && tx != TransactionType::Rollback {
             self.index_record(&topic, v.properties, offset, v.store_timestamp);
         }
         Ok(())
