@@ -1208,7 +1208,7 @@ fn sync_dir(dir: &Path) {
     }
 }
 
-/// Percentage of the file system holding `dir` that is in use.
+/// Percentage of the file system holding `dir` that is in use, as `df` reports it.
 fn disk_used_percent(dir: &Path) -> Option<u8> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
@@ -1218,12 +1218,13 @@ fn disk_used_percent(dir: &Path) -> Option<u8> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    let total = st.f_blocks as u128 * st.f_frsize as u128;
-    if total == 0 {
+    // As `df` counts it: blocks reserved for root are neither used nor available to us.
+    let used = st.f_blocks.saturating_sub(st.f_bfree) as u128;
+    let usable = used + st.f_bavail as u128;
+    if usable == 0 {
         return None;
     }
-    let free = st.f_bavail as u128 * st.f_frsize as u128;
-    Some((100 - (free * 100 / total)).min(100) as u8)
+    Some(((used * 100).div_ceil(usable)).min(100) as u8)
 }
 
 /// Hour of the day on the machine's clock; UTC, since the store has no time-zone database.
