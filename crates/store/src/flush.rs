@@ -34,6 +34,8 @@ pub(crate) struct Flusher {
     state: Mutex<State>,
     cond: Condvar,
     flushed: AtomicU64,
+    /// fdatasync rounds run so far (a statistic for benchmarks and metrics).
+    syncs: AtomicU64,
     failed: AtomicBool,
     mode: FlushDiskType,
     interval: Duration,
@@ -50,6 +52,7 @@ impl Flusher {
             }),
             cond: Condvar::new(),
             flushed: AtomicU64::new(flushed),
+            syncs: AtomicU64::new(0),
             failed: AtomicBool::new(false),
             mode,
             interval: Duration::from_millis(interval_ms.max(1)),
@@ -60,6 +63,11 @@ impl Flusher {
     /// Everything below this offset is durable.
     pub fn flushed_offset(&self) -> u64 {
         self.flushed.load(Ordering::Acquire)
+    }
+
+    /// How many flush rounds (one fdatasync per segment touched) have run.
+    pub fn sync_count(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// Sets the durable offset after recovery, before the flusher thread starts.
@@ -125,6 +133,7 @@ impl Flusher {
             let target = log.write_position();
             let from = self.flushed_offset();
             let ok = if target > from && !self.failed.load(Ordering::Acquire) {
+                self.syncs.fetch_add(1, Ordering::Relaxed);
                 match log.sync_range(from, target) {
                     Ok(()) => {
                         self.flushed.store(target, Ordering::Release);

@@ -303,6 +303,11 @@ impl MessageStore {
         self.inner.flusher.flushed_offset()
     }
 
+    /// How many CommitLog flush rounds (fdatasync calls, one per segment touched) have run.
+    pub fn commitlog_flush_count(&self) -> u64 {
+        self.inner.flusher.sync_count()
+    }
+
     /// Reads up to `max_count` records (and about `max_bytes`) from a queue, starting at logical
     /// `offset`, keeping those whose tags code passes `filter`.
     pub fn get_messages(
