@@ -460,6 +460,15 @@ fn crash_writer() {
     }
 }
 
+/// CPU seconds (user + system) and major page faults of the calling thread so far.
+fn thread_usage() -> (f64, i64) {
+    // SAFETY: getrusage fills a zeroed struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(ru.ru_utime) + secs(ru.ru_stime), ru.ru_majflt)
+}
+
 fn drop_caches() -> bool {
     // SAFETY: plain syscall.
     unsafe { libc::sync() };
@@ -509,9 +518,11 @@ fn bench_recovery(root: &Path, report: &mut Report) {
             continue;
         }
         let load0 = load_average();
+        let (cpu0, majflt0) = thread_usage();
         let t0 = Instant::now();
         let store = MessageStore::open(config(&dir, FlushDiskType::Async)).expect("recover");
         let secs = t0.elapsed().as_secs_f64();
+        let (cpu1, majflt1) = thread_usage();
         assert_eq!(store.commitlog_max_offset(), end, "recovery lost records");
         let in_queues: u64 = (0..QUEUES as i32)
             .map(|q| store.max_offset("BenchRecover", q))
@@ -521,10 +532,12 @@ fn bench_recovery(root: &Path, report: &mut Report) {
             &format!("recovery after SIGKILL, {what}"),
             format!("{secs:.2} s"),
             format!(
-                "{:.2} GiB log, {:.2} M records; {:.2} GB/s",
+                "{:.2} GiB log, {:.2} M records; {:.2} GB/s; on CPU {:.2} s, {} major faults",
                 end as f64 / GIB as f64,
                 records as f64 / 1e6,
-                gbps(end, secs)
+                gbps(end, secs),
+                cpu1 - cpu0,
+                majflt1 - majflt0
             ),
             if gib >= 4.0 {
                 "4 GiB < 5 s"

@@ -113,6 +113,8 @@ struct Inner {
 struct Prepared {
     rel_pos: usize,
     size: u32,
+    /// Length of PROPERTIES, the record's last field (indexing reads it without parsing again).
+    properties_len: usize,
     tags_code: i64,
     dispatched: bool,
     indexed: bool,
@@ -655,6 +657,7 @@ impl Inner {
     fn redispatch(&self, from: u64) -> Result<u64> {
         let check_crc = self.config.check_crc_on_recover;
         let mut last_ts = 0i64;
+        let mut last_queue = None;
         let end = self.commitlog.scan(
             from,
             |rest, _| match peek_record(rest) {
@@ -671,7 +674,7 @@ impl Inner {
                 let v = RecordView::parse(bytes)
                     .map_err(|e| StoreError::Corrupt(format!("record at {offset}: {e}")))?;
                 last_ts = last_ts.max(v.store_timestamp);
-                self.dispatch_recovered(offset, &v)
+                self.dispatch_recovered(offset, &v, &mut last_queue)
             },
         )?;
         self.last_store_timestamp_ms
@@ -679,11 +682,22 @@ impl Inner {
         Ok(end)
     }
 
-    fn dispatch_recovered(&self, offset: u64, v: &RecordView<'_>) -> Result<()> {
+    /// Dispatches one record met by the recovery scan. `last` caches the queue of the previous
+    /// record: records of one queue come in runs (batches), and the map lookup is not free.
+    fn dispatch_recovered(
+        &self,
+        offset: u64,
+        v: &RecordView<'_>,
+        last: &mut Option<Arc<ConsumeQueue>>,
+    ) -> Result<()> {
         let topic = String::from_utf8_lossy(v.topic);
         let tx = TransactionType::from_sys_flag(v.sys_flag);
         if matches!(tx, TransactionType::NotType | TransactionType::Commit) {
-            let q = self.queue_or_create(&topic, v.queue_id);
+            let q = match last.take() {
+                Some(q) if q.queue_id() == v.queue_id && q.topic() == topic => q,
+                _ => self.queue_or_create(&topic, v.queue_id),
+            };
+            *last = Some(Arc::clone(&q));
             let logical = v.queue_offset.max(0) as u64;
             if logical < q.max_offset() {
                 tracing::warn!(
@@ -714,9 +728,8 @@ impl Inner {
             if key.is_empty() {
                 return;
             }
-            let full = format!("{topic}#{key}");
-            if let Err(e) = self.index.put(&full, offset, store_ts) {
-                tracing::warn!("indexing {full} failed: {e}");
+            if let Err(e) = self.index.put_topic_key(topic, key, offset, store_ts) {
+                tracing::warn!("indexing {topic}#{key} failed: {e}");
             }
         };
         for (name, value) in properties::iter(props) {
@@ -769,6 +782,7 @@ impl Inner {
             prepared.push(Prepared {
                 rel_pos: pos,
                 size: v.total_size() as u32,
+                properties_len: v.properties.len(),
                 tags_code: tags_code(properties::find_str(v.properties, keys::TAGS).as_deref()),
                 dispatched: matches!(tx, TransactionType::NotType | TransactionType::Commit),
                 indexed: tx != TransactionType::Rollback,
@@ -813,10 +827,9 @@ impl Inner {
             )?;
         }
         for p in prepared.iter().filter(|p| p.indexed) {
-            let rec = &records[p.rel_pos..p.rel_pos + p.size as usize];
-            if let Ok(v) = RecordView::parse(rec) {
-                self.index_record(&topic, v.properties, base + p.rel_pos as u64, ts);
-            }
+            let end = p.rel_pos + p.size as usize;
+            let props = &records[end - p.properties_len..end];
+            self.index_record(&topic, props, base + p.rel_pos as u64, ts);
         }
         drop(w);
 
