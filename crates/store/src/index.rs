@@ -307,6 +307,7 @@ impl IndexService {
     }
 
     /// Indexes `key` (already `topic#key`) for the record at `phy_offset`.
+    #[cfg(test)]
     pub fn put(&self, key: &str, phy_offset: u64, store_timestamp_ms: i64) -> Result<()> {
         self.put_hash(key_hash(key), phy_offset, store_timestamp_ms)
     }
