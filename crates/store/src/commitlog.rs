@@ -23,6 +23,10 @@ pub const END_FILE_MIN_BLANK_BYTES: u64 = 8;
 /// [`Segment::prefault`]). Large enough to make the zero-writes cheap, small enough that a flush
 /// rarely writes many zero pages that are overwritten soon after.
 const PREFAULT_BYTES: u64 = 512 * 1024;
+/// Writes of at least this many bytes go through `pwrite` instead of the mapping: the kernel then
+/// fills whole fresh pages in bulk, and pages never dirtied through the mapping need no TLB
+/// shootdown when the flusher writes them back (costly inter-processor interrupts in a VM).
+const PWRITE_MIN_BYTES: usize = 8 * 1024;
 
 /// Proof that the caller is the single writer. Only the store creates one, inside its append mutex.
 pub(crate) struct WriterToken(());
@@ -280,6 +284,11 @@ impl CommitLog {
                 "write of {} bytes at {pos} crosses the segment end",
                 data.len()
             )));
+        }
+        if data.len() >= PWRITE_MIN_BYTES {
+            // SAFETY: single writer (token); readers only see bytes below the published position.
+            return unsafe { seg.write_through_file(in_seg, data) }
+                .map_err(|e| StoreError::io(seg.path().display(), e));
         }
         let end = pos + data.len() as u64;
         let prefaulted = self.prefaulted.load(Ordering::Relaxed);

@@ -110,6 +110,15 @@ impl Segment {
         std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos), data.len());
     }
 
+    /// Copies `data` to file position `pos` with `pwrite` (same page cache as the mapping).
+    ///
+    /// # Safety
+    /// As for [`Segment::write`].
+    pub unsafe fn write_through_file(&self, pos: usize, data: &[u8]) -> io::Result<()> {
+        assert!(pos + data.len() <= self.len, "write past segment end");
+        self.file.write_all_at(data, pos as u64)
+    }
+
     /// Fills `pos..end` with zeros.
     ///
     /// Whole pages are zeroed by the file system (`FALLOC_FL_ZERO_RANGE`: the blocks stay allocated
