@@ -30,7 +30,7 @@ use crate::commitlog::{CommitLog, ScanStep, WriterToken};
 use crate::config::{FlushDiskType, StoreConfig};
 use crate::consume_queue::{ConsumeQueue, CqEntry};
 use crate::error::{Result, StoreError};
-use crate::flush::{self, FlushCallback, Flusher};
+use crate::flush::{self, FlushCallback, FlushStats, Flusher};
 use crate::index::{IndexMark, IndexService};
 
 /// Called after every append with (topic, queueId, new max logical offset): the long-polling hook.
@@ -305,9 +305,9 @@ impl MessageStore {
         self.inner.flusher.flushed_offset()
     }
 
-    /// How many CommitLog flush rounds (fdatasync calls, one per segment touched) have run.
-    pub fn commitlog_flush_count(&self) -> u64 {
-        self.inner.flusher.sync_count()
+    /// CommitLog flush rounds (fdatasync calls, one per segment touched) and the time they took.
+    pub fn commitlog_flush_stats(&self) -> FlushStats {
+        self.inner.flusher.stats()
     }
 
     /// Reads up to `max_count` records (and about `max_bytes`) from a queue, starting at logical
