@@ -23,6 +23,15 @@ fn key_hash(key: &str) -> u32 {
 /// `key_hash(topic + "#" + key)` without building the string (Java's hash folds UTF-16 units
 /// left to right, so the parts can be folded in turn).
 fn topic_key_hash(topic: &str, key: &str) -> u32 {
+    if topic.is_ascii() && key.is_ascii() {
+        // ASCII: each byte is one UTF-16 unit.
+        let h = topic
+            .bytes()
+            .chain(std::iter::once(b'#'))
+            .chain(key.bytes())
+            .fold(0i32, |h, b| h.wrapping_mul(31).wrapping_add(i32::from(b)));
+        return non_negative(h);
+    }
     let h = topic
         .encode_utf16()
         .chain("#".encode_utf16())

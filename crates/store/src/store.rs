@@ -734,9 +734,9 @@ impl Inner {
         };
         for (name, value) in properties::iter(props) {
             if name == keys::UNIQ_KEY.as_bytes() {
-                put(&String::from_utf8_lossy(value));
+                put(&utf8_text(value));
             } else if name == keys::KEYS.as_bytes() {
-                let value = String::from_utf8_lossy(value);
+                let value = utf8_text(value);
                 for k in properties::split_keys(&value) {
                     put(k);
                 }
@@ -1085,6 +1085,15 @@ impl Inner {
             );
         }
         deleted
+    }
+}
+
+/// Text of a property value: valid UTF-8 (the usual case) is checked by the fast validator and
+/// borrowed; anything else is decoded lossily, as Java would.
+fn utf8_text(v: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(v) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v),
     }
 }
 
