@@ -16,7 +16,7 @@ pub use checkpoint::CheckpointData;
 pub use config::{FlushDiskType, StoreConfig};
 pub use consume_queue::CqEntry;
 pub use error::{Result, StoreError};
-pub use flush::FlushCallback;
+pub use flush::{FlushCallback, FlushStats};
 pub use store::{
     AppendListener, AppendResult, BoundaryType, GetMessageResult, GetMessageStatus, MessageStore,
 };

@@ -30,7 +30,7 @@ use crate::commitlog::{CommitLog, ScanStep, WriterToken};
 use crate::config::{FlushDiskType, StoreConfig};
 use crate::consume_queue::{ConsumeQueue, CqEntry};
 use crate::error::{Result, StoreError};
-use crate::flush::{self, FlushCallback, Flusher};
+use crate::flush::{self, FlushCallback, FlushStats, Flusher};
 use crate::index::{IndexMark, IndexService};
 
 /// Called after every append with (topic, queueId, new max logical offset): the long-polling hook.
@@ -113,6 +113,8 @@ struct Inner {
 struct Prepared {
     rel_pos: usize,
     size: u32,
+    /// Length of PROPERTIES, the record's last field (indexing reads it without parsing again).
+    properties_len: usize,
     tags_code: i64,
     dispatched: bool,
     indexed: bool,
@@ -330,6 +332,11 @@ impl MessageStore {
     /// Every CommitLog byte below this offset is durable.
     pub fn flushed_offset(&self) -> u64 {
         self.inner.flusher.flushed_offset()
+    }
+
+    /// CommitLog flush rounds (fdatasync calls, one per segment touched) and the time they took.
+    pub fn commitlog_flush_stats(&self) -> FlushStats {
+        self.inner.flusher.stats()
     }
 
     /// Reads up to `max_count` records (and about `max_bytes`) from a queue, starting at logical
@@ -731,6 +738,7 @@ impl Inner {
     /// consume queues that lack them); returns the end of the last valid record.
     fn redispatch(&self, scan_from: u64, from: u64) -> Result<u64> {
         let mut last_ts = 0i64;
+        let mut last_queue = None;
         let end = self.commitlog.scan(
             scan_from.min(from),
             |rest, pos| self.scan_step(rest, pos),
@@ -738,7 +746,7 @@ impl Inner {
                 let v = RecordView::parse(bytes)
                     .map_err(|e| StoreError::Corrupt(format!("record at {offset}: {e}")))?;
                 last_ts = last_ts.max(v.store_timestamp);
-                self.dispatch_recovered(offset, &v, offset >= from)
+                self.dispatch_recovered(offset, &v, offset >= from, &mut last_queue)
             },
         )?;
         self.last_store_timestamp_ms
@@ -777,11 +785,24 @@ impl Inner {
         }
     }
 
-    fn dispatch_recovered(&self, offset: u64, v: &RecordView<'_>, index: bool) -> Result<()> {
+    /// Dispatches one record met by the recovery scan (to the index too when `index`). `last`
+    /// caches the queue of the previous record: records of one queue come in runs (batches), and
+    /// the map lookup is not free.
+    fn dispatch_recovered(
+        &self,
+        offset: u64,
+        v: &RecordView<'_>,
+        index: bool,
+        last: &mut Option<Arc<ConsumeQueue>>,
+    ) -> Result<()> {
         let topic = String::from_utf8_lossy(v.topic);
         let tx = TransactionType::from_sys_flag(v.sys_flag);
         if matches!(tx, TransactionType::NotType | TransactionType::Commit) {
-            let q = self.queue_or_create(&topic, v.queue_id);
+            let q = match last.take() {
+                Some(q) if q.queue_id() == v.queue_id && q.topic() == topic => q,
+                _ => self.queue_or_create(&topic, v.queue_id),
+            };
+            *last = Some(Arc::clone(&q));
             let logical = v.queue_offset.max(0) as u64;
             if logical < q.max_offset() {
                 // Already dispatched (idempotent re-dispatch); a different record there is not.
@@ -816,16 +837,15 @@ impl Inner {
             if key.is_empty() {
                 return;
             }
-            let full = format!("{topic}#{key}");
-            if let Err(e) = self.index.put(&full, offset, store_ts) {
-                tracing::warn!("indexing {full} failed: {e}");
+            if let Err(e) = self.index.put_topic_key(topic, key, offset, store_ts) {
+                tracing::warn!("indexing {topic}#{key} failed: {e}");
             }
         };
         for (name, value) in properties::iter(props) {
             if name == keys::UNIQ_KEY.as_bytes() {
-                put(&String::from_utf8_lossy(value));
+                put(&utf8_text(value));
             } else if name == keys::KEYS.as_bytes() {
-                let value = String::from_utf8_lossy(value);
+                let value = utf8_text(value);
                 for k in properties::split_keys(&value) {
                     put(k);
                 }
@@ -871,6 +891,7 @@ impl Inner {
             prepared.push(Prepared {
                 rel_pos: pos,
                 size: v.total_size() as u32,
+                properties_len: v.properties.len(),
                 tags_code: tags_code(properties::find_str(v.properties, keys::TAGS).as_deref()),
                 dispatched: matches!(tx, TransactionType::NotType | TransactionType::Commit),
                 indexed: tx != TransactionType::Rollback,
@@ -915,10 +936,9 @@ impl Inner {
             )?;
         }
         for p in prepared.iter().filter(|p| p.indexed) {
-            let rec = &records[p.rel_pos..p.rel_pos + p.size as usize];
-            if let Ok(v) = RecordView::parse(rec) {
-                self.index_record(&topic, v.properties, base + p.rel_pos as u64, ts);
-            }
+            let end = p.rel_pos + p.size as usize;
+            let props = &records[end - p.properties_len..end];
+            self.index_record(&topic, props, base + p.rel_pos as u64, ts);
         }
         drop(w);
 
@@ -1174,6 +1194,15 @@ impl Inner {
             );
         }
         deleted
+    }
+}
+
+/// Text of a property value: valid UTF-8 (the usual case) is checked by the fast validator and
+/// borrowed; anything else is decoded lossily, as Java would.
+fn utf8_text(v: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(v) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v),
     }
 }
 
