@@ -85,6 +85,9 @@ pub enum BoundaryType {
     Upper,
 }
 
+/// A predicate on a stored record's bytes, for reads that filter beyond the tags code.
+pub type RecordFilter<'a> = &'a dyn Fn(&[u8]) -> bool;
+
 /// How many consume-queue entries one `get_messages` call scans at most while filtering.
 const MAX_SCAN_ENTRIES: u64 = 800;
 
@@ -331,7 +334,7 @@ impl MessageStore {
         max_count: usize,
         max_bytes: usize,
         tags_filter: &dyn Fn(i64) -> bool,
-        record_filter: Option<&dyn Fn(&[u8]) -> bool>,
+        record_filter: Option<RecordFilter<'_>>,
     ) -> GetMessageResult {
         self.inner.get_messages(
             topic,
@@ -890,7 +893,7 @@ impl Inner {
         max_count: usize,
         max_bytes: usize,
         filter: &dyn Fn(i64) -> bool,
-        record_filter: Option<&dyn Fn(&[u8]) -> bool>,
+        record_filter: Option<RecordFilter<'_>>,
     ) -> GetMessageResult {
         let mut res = GetMessageResult {
             status: GetMessageStatus::NoMatchedLogicQueue,
