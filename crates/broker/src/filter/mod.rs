@@ -6,6 +6,8 @@
 //! not offer yet (issue 6), so such subscriptions are refused the way a Java broker with the
 //! property filter off refuses them.
 
+pub mod sql92;
+
 use std::collections::HashSet;
 
 use apogee_protocol::message::java_string_hash;
