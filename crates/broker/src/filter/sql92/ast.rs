@@ -109,17 +109,26 @@ pub(super) enum Expr {
     /// `=`, and `IS NULL` as equality with a NULL literal, with RocketMQ's null rules.
     Equal(Box<Expr>, Box<Expr>),
     Order(OrderOp, Box<Expr>, Box<Expr>),
-    In {
-        prop: String,
-        items: InItems,
-        negated: bool,
-    },
-    Text {
-        op: TextOp,
-        negated: bool,
-        operand: Box<Expr>,
-        needle: String,
-    },
+    In(Box<InTest>),
+    Text(Box<TextTest>),
+}
+
+/// `prop [NOT] IN (...)`. Boxed, like [`TextTest`], to keep [`Expr`] small: the parser's stack
+/// frames, which bound how deep an expression may nest, hold many of them.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct InTest {
+    pub prop: String,
+    pub items: InItems,
+    pub negated: bool,
+}
+
+/// `operand [NOT] CONTAINS|STARTSWITH|ENDSWITH 'needle'`.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct TextTest {
+    pub op: TextOp,
+    pub negated: bool,
+    pub operand: Expr,
+    pub needle: String,
 }
 
 impl Expr {
@@ -135,8 +144,8 @@ impl Expr {
             | Expr::Or(_)
             | Expr::Equal(..)
             | Expr::Order(..)
-            | Expr::In { .. }
-            | Expr::Text { .. } => true,
+            | Expr::In(_)
+            | Expr::Text(_) => true,
         }
     }
 

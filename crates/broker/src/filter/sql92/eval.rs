@@ -117,31 +117,23 @@ pub(super) fn eval<'a>(e: &'a Expr, props: &'a dyn PropertySource) -> Result<Val
                 OrderOp::Le => ord != Ordering::Greater,
             })
         }
-        Expr::In {
-            prop,
-            items,
-            negated,
-        } => match props.property(prop) {
+        Expr::In(test) => match props.property(&test.prop) {
             None => Value::Null,
-            Some(v) => Value::Bool(items.contains(&v) != *negated),
+            Some(v) => Value::Bool(test.items.contains(&v) != test.negated),
         },
-        Expr::Text {
-            op,
-            negated,
-            operand,
-            needle,
-        } => {
-            if needle.is_empty() {
+        Expr::Text(test) => {
+            if test.needle.is_empty() {
                 return Ok(Value::Bool(false));
             }
-            match eval(operand, props)? {
+            match eval(&test.operand, props)? {
                 Value::Str(s) => {
-                    let found = match op {
-                        TextOp::Contains => s.contains(needle.as_str()),
-                        TextOp::StartsWith => s.starts_with(needle.as_str()),
-                        TextOp::EndsWith => s.ends_with(needle.as_str()),
+                    let needle = test.needle.as_str();
+                    let found = match test.op {
+                        TextOp::Contains => s.contains(needle),
+                        TextOp::StartsWith => s.starts_with(needle),
+                        TextOp::EndsWith => s.ends_with(needle),
                     };
-                    Value::Bool(found != *negated)
+                    Value::Bool(found != test.negated)
                 }
                 // Absent or not a string: false, negated or not.
                 _ => Value::Bool(false),

@@ -18,7 +18,7 @@
 //! Unlike RocketMQ, which stops reading after the first complete expression, text left over
 //! after it is an error, and so are a few forms that can never match a message.
 
-use super::ast::{Expr, InItems, Lit, OrderOp, TextOp};
+use super::ast::{Expr, InItems, InTest, Lit, OrderOp, TextOp, TextTest};
 use super::eval::compare_literals;
 use super::lexer::{Keyword, Tok, Token};
 use super::{ParseError, MAX_DEPTH, MAX_IN_ITEMS};
@@ -111,13 +111,15 @@ impl Parser<'_> {
         out
     }
 
+    // The functions on the recursive path (`or_expr` down to `primary`, and the operator steps
+    // that parse a right operand) keep their frames small: each level of nesting costs one of
+    // each, and the nesting limit must fit a thread's stack even in a debug build. Error
+    // messages and node building live in separate functions for that reason.
+
     fn or_expr(&mut self) -> Result<Node, ParseError> {
         let mut left = self.and_expr()?;
         while self.peek() == &Tok::Keyword(Keyword::Or) {
-            let column = self.column();
-            self.bump();
-            let right = self.and_expr()?;
-            left = logic(false, left, right, column)?;
+            left = self.logic_step(false, left)?;
         }
         Ok(left)
     }
@@ -125,110 +127,143 @@ impl Parser<'_> {
     fn and_expr(&mut self) -> Result<Node, ParseError> {
         let mut left = self.equality()?;
         while self.peek() == &Tok::Keyword(Keyword::And) {
-            let column = self.column();
-            self.bump();
-            let right = self.equality()?;
-            left = logic(true, left, right, column)?;
+            left = self.logic_step(true, left)?;
         }
         Ok(left)
+    }
+
+    #[inline(never)]
+    fn logic_step(&mut self, all: bool, left: Node) -> Result<Node, ParseError> {
+        let column = self.column();
+        self.bump();
+        let right = if all {
+            self.equality()?
+        } else {
+            self.and_expr()?
+        };
+        logic(all, left, right, column)
     }
 
     fn equality(&mut self) -> Result<Node, ParseError> {
         let mut left = self.comparison()?;
         loop {
-            let column = self.column();
             left = match self.peek() {
-                Tok::Eq => {
-                    self.bump();
-                    let right = self.comparison()?;
-                    equal(left, right, "=", column)?
-                }
-                Tok::Ne => {
-                    self.bump();
-                    let right = self.comparison()?;
-                    not(equal(left, right, "<>", column)?, column)?
-                }
-                Tok::Keyword(Keyword::Is) => {
-                    self.bump();
-                    let negated = self.peek() == &Tok::Keyword(Keyword::Not);
-                    if negated {
-                        self.bump();
-                    }
-                    self.expect(Tok::Keyword(Keyword::Null), "NULL after IS / IS NOT")?;
-                    let is_null = binary(left, literal(Lit::Null), column, |l, r| {
-                        Expr::Equal(Box::new(l), Box::new(r))
-                    })?;
-                    if negated {
-                        not(is_null, column)?
-                    } else {
-                        is_null
-                    }
-                }
+                Tok::Eq | Tok::Ne => self.equal_step(left)?,
+                Tok::Keyword(Keyword::Is) => self.is_null_step(left)?,
                 _ => return Ok(left),
             };
+        }
+    }
+
+    #[inline(never)]
+    fn equal_step(&mut self, left: Node) -> Result<Node, ParseError> {
+        let column = self.column();
+        let negated = self.bump() == Tok::Ne;
+        let right = self.comparison()?;
+        equal_or_not(negated, left, right, column)
+    }
+
+    #[inline(never)]
+    fn is_null_step(&mut self, left: Node) -> Result<Node, ParseError> {
+        let column = self.column();
+        self.bump();
+        let negated = self.peek() == &Tok::Keyword(Keyword::Not);
+        if negated {
+            self.bump();
+        }
+        self.expect(Tok::Keyword(Keyword::Null), "NULL after IS / IS NOT")?;
+        let is_null = binary(left, literal(Lit::Null), column, |l, r| {
+            Expr::Equal(Box::new(l), Box::new(r))
+        })?;
+        if negated {
+            not(is_null, column)
+        } else {
+            Ok(is_null)
         }
     }
 
     fn comparison(&mut self) -> Result<Node, ParseError> {
         let mut left = self.unary()?;
         loop {
-            let column = self.column();
             let negated = self.peek() == &Tok::Keyword(Keyword::Not);
             let op = if negated { self.peek2() } else { self.peek() };
-            left = match op.clone() {
-                Tok::Gt | Tok::Ge | Tok::Lt | Tok::Le if !negated => {
-                    let op = match self.bump() {
-                        Tok::Gt => OrderOp::Gt,
-                        Tok::Ge => OrderOp::Ge,
-                        Tok::Lt => OrderOp::Lt,
-                        _ => OrderOp::Le,
-                    };
-                    let right = self.unary()?;
-                    order(op, left, right, column)?
+            left = match op {
+                Tok::Gt | Tok::Ge | Tok::Lt | Tok::Le if !negated => self.order_step(left)?,
+                Tok::Keyword(Keyword::Contains | Keyword::StartsWith | Keyword::EndsWith) => {
+                    self.text_step(negated, left)?
                 }
-                Tok::Keyword(k @ (Keyword::Contains | Keyword::StartsWith | Keyword::EndsWith)) => {
-                    self.skip_not(negated);
-                    self.bump();
-                    let needle = self.string_literal(k.name())?;
-                    let op = match k {
-                        Keyword::Contains => TextOp::Contains,
-                        Keyword::StartsWith => TextOp::StartsWith,
-                        _ => TextOp::EndsWith,
-                    };
-                    unary(left, column, |operand| Expr::Text {
-                        op,
-                        negated,
-                        operand: Box::new(operand),
-                        needle,
-                    })?
-                }
-                Tok::Keyword(Keyword::Between) => {
-                    self.skip_not(negated);
-                    self.bump();
-                    let low = self.unary()?;
-                    self.expect(Tok::Keyword(Keyword::And), "AND between the BETWEEN bounds")?;
-                    let high = self.unary()?;
-                    between(negated, left, low, high, column)?
-                }
-                Tok::Keyword(Keyword::In) => {
-                    self.skip_not(negated);
-                    self.bump();
-                    let items = self.in_list()?;
-                    in_list(negated, left, items, column)?
-                }
-                _ if negated => {
-                    return Err(ParseError::at(
-                        column,
-                        format!(
-                            "NOT here must be followed by BETWEEN, IN, CONTAINS, STARTSWITH or \
-                             ENDSWITH, found {}; to negate a condition write NOT (condition)",
-                            self.peek2().describe()
-                        ),
-                    ))
-                }
+                Tok::Keyword(Keyword::Between) => self.between_step(negated, left)?,
+                Tok::Keyword(Keyword::In) => self.in_step(negated, left)?,
+                _ if negated => return Err(self.misplaced_not()),
                 _ => return Ok(left),
             };
         }
+    }
+
+    #[inline(never)]
+    fn order_step(&mut self, left: Node) -> Result<Node, ParseError> {
+        let column = self.column();
+        let op = match self.bump() {
+            Tok::Gt => OrderOp::Gt,
+            Tok::Ge => OrderOp::Ge,
+            Tok::Lt => OrderOp::Lt,
+            _ => OrderOp::Le,
+        };
+        let right = self.unary()?;
+        order(op, left, right, column)
+    }
+
+    #[inline(never)]
+    fn text_step(&mut self, negated: bool, left: Node) -> Result<Node, ParseError> {
+        let column = self.column();
+        self.skip_not(negated);
+        let (op, name) = match self.bump() {
+            Tok::Keyword(Keyword::Contains) => (TextOp::Contains, "CONTAINS"),
+            Tok::Keyword(Keyword::StartsWith) => (TextOp::StartsWith, "STARTSWITH"),
+            _ => (TextOp::EndsWith, "ENDSWITH"),
+        };
+        let needle = self.string_literal(name)?;
+        unary(left, column, |operand| {
+            Expr::Text(Box::new(TextTest {
+                op,
+                negated,
+                operand,
+                needle,
+            }))
+        })
+    }
+
+    #[inline(never)]
+    fn between_step(&mut self, negated: bool, left: Node) -> Result<Node, ParseError> {
+        let column = self.column();
+        self.skip_not(negated);
+        self.bump();
+        let low = self.unary()?;
+        self.expect(Tok::Keyword(Keyword::And), "AND between the BETWEEN bounds")?;
+        let high = self.unary()?;
+        between(negated, left, low, high, column)
+    }
+
+    #[inline(never)]
+    fn in_step(&mut self, negated: bool, left: Node) -> Result<Node, ParseError> {
+        let column = self.column();
+        self.skip_not(negated);
+        self.bump();
+        let items = self.in_list()?;
+        in_list(negated, left, items, column)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn misplaced_not(&self) -> ParseError {
+        ParseError::at(
+            self.column(),
+            format!(
+                "NOT here must be followed by BETWEEN, IN, CONTAINS, STARTSWITH or ENDSWITH, \
+                 found {}; to negate a condition write NOT (condition)",
+                self.peek2().describe()
+            ),
+        )
     }
 
     fn skip_not(&mut self, negated: bool) {
@@ -238,15 +273,15 @@ impl Parser<'_> {
     }
 
     fn string_literal(&mut self, after: &str) -> Result<String, ParseError> {
-        match self.peek() {
-            Tok::Str(_) => match self.bump() {
-                Tok::Str(s) => Ok(s),
-                _ => Err(self.unexpected("a quoted string")),
-            },
-            _ => Err(self.unexpected(&format!("a quoted string after {after}"))),
+        if let Tok::Str(_) = self.peek() {
+            if let Tok::Str(s) = self.bump() {
+                return Ok(s);
+            }
         }
+        Err(self.unexpected(&format!("a quoted string after {after}")))
     }
 
+    #[inline(never)]
     fn in_list(&mut self) -> Result<Vec<String>, ParseError> {
         self.expect(Tok::LParen, "`(` after IN")?;
         let mut items = vec![self.string_literal("IN (")?];
@@ -265,53 +300,63 @@ impl Parser<'_> {
     }
 
     fn unary(&mut self) -> Result<Node, ParseError> {
-        let column = self.column();
         match self.peek() {
-            Tok::Plus => {
-                self.bump();
-                self.nested(|p| p.unary())
-            }
-            Tok::Minus => {
-                self.bump();
-                let operand = self.nested(|p| p.unary())?;
-                unary(operand, column, |e| Expr::Neg(Box::new(e)))
-            }
-            Tok::Keyword(Keyword::Not) => {
-                self.bump();
-                let operand = self.nested(|p| p.unary())?;
-                not(as_condition(operand, column)?, column)
-            }
+            Tok::Plus | Tok::Minus | Tok::Keyword(Keyword::Not) => self.prefix_step(),
             _ => self.primary(),
         }
     }
 
+    #[inline(never)]
+    fn prefix_step(&mut self) -> Result<Node, ParseError> {
+        let column = self.column();
+        let op = self.bump();
+        let operand = self.nested(Self::unary)?;
+        match op {
+            Tok::Minus => unary(operand, column, |e| Expr::Neg(Box::new(e))),
+            Tok::Keyword(Keyword::Not) => not(as_condition(operand, column)?, column),
+            _ => Ok(operand),
+        }
+    }
+
     fn primary(&mut self) -> Result<Node, ParseError> {
+        if self.peek() == &Tok::LParen {
+            return self.parenthesized();
+        }
+        self.operand()
+    }
+
+    #[inline(never)]
+    fn parenthesized(&mut self) -> Result<Node, ParseError> {
+        self.bump();
+        let inner = self.nested(Self::or_expr)?;
+        self.expect(Tok::RParen, "`)`")?;
+        Ok(inner)
+    }
+
+    /// A literal or a property name.
+    #[inline(never)]
+    fn operand(&mut self) -> Result<Node, ParseError> {
         let column = self.column();
         let lit = match self.peek() {
-            Tok::Str(_) | Tok::Integer(_) | Tok::Decimal(_) | Tok::Ident(_) | Tok::LParen => None,
-            Tok::Keyword(Keyword::True) => Some(Lit::Bool(true)),
-            Tok::Keyword(Keyword::False) => Some(Lit::Bool(false)),
-            Tok::Keyword(Keyword::Null) => Some(Lit::Null),
+            Tok::Ident(_) => {
+                let Tok::Ident(name) = self.bump() else {
+                    return Err(self.unexpected("a property name"));
+                };
+                return Ok(Node {
+                    expr: Expr::Prop(name),
+                    depth: 1,
+                });
+            }
+            Tok::Str(s) => Lit::Str(s.clone()),
+            Tok::Integer(digits) => integer(digits, column)?,
+            Tok::Decimal(text) => decimal(text, column)?,
+            Tok::Keyword(Keyword::True) => Lit::Bool(true),
+            Tok::Keyword(Keyword::False) => Lit::Bool(false),
+            Tok::Keyword(Keyword::Null) => Lit::Null,
             _ => return Err(self.unexpected("a value, a property name or `(`")),
         };
-        if let Some(lit) = lit {
-            self.bump();
-            return Ok(literal(lit));
-        }
-        match self.bump() {
-            Tok::Str(s) => Ok(literal(Lit::Str(s))),
-            Tok::Integer(digits) => Ok(literal(integer(&digits, column)?)),
-            Tok::Decimal(text) => Ok(literal(decimal(&text, column)?)),
-            Tok::Ident(name) => Ok(Node {
-                expr: Expr::Prop(name),
-                depth: 1,
-            }),
-            _ => {
-                let inner = self.nested(|p| p.or_expr())?;
-                self.expect(Tok::RParen, "`)`")?;
-                Ok(inner)
-            }
-        }
+        self.bump();
+        Ok(literal(lit))
     }
 }
 
@@ -440,6 +485,14 @@ fn equal(left: Node, right: Node, op: &str, column: usize) -> Result<Node, Parse
     })
 }
 
+fn equal_or_not(negated: bool, left: Node, right: Node, column: usize) -> Result<Node, ParseError> {
+    if negated {
+        not(equal(left, right, "<>", column)?, column)
+    } else {
+        equal(left, right, "=", column)
+    }
+}
+
 /// Only numbers, properties and negations may stand on either side of `>`, `>=`, `<`, `<=`.
 fn check_ordered(operand: &Node, op: &str, column: usize) -> Result<(), ParseError> {
     let ok = match &operand.expr {
@@ -521,11 +574,11 @@ fn in_list(
         ));
     };
     checked(
-        Expr::In {
+        Expr::In(Box::new(InTest {
             prop,
             items: InItems::new(items),
             negated,
-        },
+        })),
         2,
         column,
     )

@@ -478,3 +478,100 @@ fn raw_properties_of_a_record_are_read_in_place() {
     assert!(!yes.matches_record(&bytes[..bytes.len() - 1]));
     assert!(!yes.matches_record(b""));
 }
+
+#[test]
+fn the_deepest_accepted_expression_fits_a_small_stack() {
+    // Tokio's worker threads have 2 MiB; a quarter of that must do for the worst accepted input,
+    // even unoptimized.
+    let run_deep = move || {
+        let parens = format!(
+            "{}a = 1{}",
+            "(".repeat(MAX_DEPTH - 1),
+            ")".repeat(MAX_DEPTH - 1)
+        );
+        let nots = format!("{}(a = 1)", "NOT ".repeat(MAX_DEPTH - 2));
+        let chain = format!("a = 1{}", " = TRUE".repeat(MAX_DEPTH - 2));
+        for expr in [parens, nots, chain] {
+            let f = Sql92Filter::compile(&expr).unwrap_or_else(|e| panic!("{e}"));
+            let _ = f.evaluate(&props(&[("a", "1")]));
+            drop(f);
+        }
+    };
+    std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(run_deep)
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn random_token_soup_never_panics() {
+    const WORDS: &[&str] = &[
+        "a",
+        "b",
+        "TAGS",
+        "NOT",
+        "AND",
+        "OR",
+        "BETWEEN",
+        "IN",
+        "IS",
+        "NULL",
+        "TRUE",
+        "FALSE",
+        "CONTAINS",
+        "STARTSWITH",
+        "ENDSWITH",
+        "=",
+        "<>",
+        ">",
+        ">=",
+        "<",
+        "<=",
+        "(",
+        ")",
+        ",",
+        "+",
+        "-",
+        "'x'",
+        "''",
+        "'it''s'",
+        "0",
+        "5",
+        "5L",
+        "2147483648",
+        "1.5",
+        ".5",
+        "1e3",
+        "--",
+        "/*",
+        "*/",
+        "\n",
+        "é",
+        "!",
+    ];
+    let mut seed: u64 = 0x5EED_0000_0000_0042;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let values = props(&[("a", "5"), ("b", "x"), ("TAGS", "t")]);
+    let mut compiled = 0;
+    for _ in 0..20_000 {
+        let len = 1 + (next() % 12) as usize;
+        let expr: Vec<&str> = (0..len)
+            .map(|_| WORDS[(next() % WORDS.len() as u64) as usize])
+            .collect();
+        if let Ok(f) = Sql92Filter::compile(&expr.join(" ")) {
+            compiled += 1;
+            let _ = f.evaluate(&values);
+        }
+    }
+    assert!(
+        compiled > 100,
+        "the soup should hold some valid expressions: {compiled}"
+    );
+}
