@@ -24,6 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use crate::filter::FilterRegistry;
 use crate::long_polling::PullHoldService;
 use crate::manager::{
     lock, now_ms, ConsumerManager, ConsumerOffsetManager, Membership, ProducerManager,
@@ -61,6 +62,8 @@ pub(crate) struct BrokerInner {
     watched: Mutex<HashSet<u64>>,
     /// Heartbeat-v2 fingerprint of each consumer group.
     pub heartbeat_fingerprints: Mutex<HashMap<String, i32>>,
+    /// Compiled SQL92 filters of the consumers' subscriptions.
+    pub filters: FilterRegistry,
     pub stats: Stats,
     pub started_ms: i64,
     pub shutting_down: AtomicBool,
@@ -169,6 +172,7 @@ impl Broker {
             topics_changed,
             watched: Mutex::new(HashSet::new()),
             heartbeat_fingerprints: Mutex::new(HashMap::new()),
+            filters: FilterRegistry::new(),
             stats: Stats::default(),
             started_ms: now_ms(),
             shutting_down: AtomicBool::new(false),

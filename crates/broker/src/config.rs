@@ -125,6 +125,9 @@ pub struct BrokerConfig {
     pub max_transfer_bytes: usize,
     /// Records returned for a unique-key query (`defaultQueryMaxNum`).
     pub default_query_max_num: usize,
+    /// SQL92 property filtering (`enablePropertyFilter`). On by default, unlike RocketMQ; when
+    /// off, SQL92 subscriptions get SYSTEM_ERROR as from a Java broker.
+    pub enable_property_filter: bool,
     pub store: StoreOptions,
 }
 
@@ -164,6 +167,7 @@ impl Default for BrokerConfig {
             max_transfer_count: 32,
             max_transfer_bytes: 256 * 1024,
             default_query_max_num: 32,
+            enable_property_filter: true,
             store: StoreOptions::default(),
         }
     }
@@ -325,6 +329,18 @@ mod tests {
         assert_eq!(port.bind_addr(), "0.0.0.0:10921");
         let listed = BrokerConfig::from_json(r#"{"namesrvAddr":["a:1","b:2"]}"#).unwrap();
         assert_eq!(listed.namesrv_addrs, vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn property_filter_is_on_by_default_and_can_be_turned_off() {
+        assert!(BrokerConfig::default().enable_property_filter);
+        assert!(
+            BrokerConfig::from_json("{}")
+                .unwrap()
+                .enable_property_filter
+        );
+        let off = BrokerConfig::from_json(r#"{"enablePropertyFilter":false}"#).unwrap();
+        assert!(!off.enable_property_filter);
     }
 
     #[test]

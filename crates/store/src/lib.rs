@@ -19,4 +19,5 @@ pub use error::{Result, StoreError};
 pub use flush::{FlushCallback, FlushStats};
 pub use store::{
     AppendListener, AppendResult, BoundaryType, GetMessageResult, GetMessageStatus, MessageStore,
+    RecordFilter,
 };

@@ -85,6 +85,9 @@ pub enum BoundaryType {
     Upper,
 }
 
+/// A predicate on a stored record's bytes, for reads that filter beyond the tags code.
+pub type RecordFilter<'a> = &'a dyn Fn(&[u8]) -> bool;
+
 /// How many consume-queue entries one `get_messages` call scans at most while filtering.
 const MAX_SCAN_ENTRIES: u64 = 800;
 
@@ -351,7 +354,33 @@ impl MessageStore {
         filter: &dyn Fn(i64) -> bool,
     ) -> GetMessageResult {
         self.inner
-            .get_messages(topic, queue_id, offset, max_count, max_bytes, filter)
+            .get_messages(topic, queue_id, offset, max_count, max_bytes, filter, None)
+    }
+
+    /// Like [`MessageStore::get_messages`], with a second filter on the stored record itself
+    /// (RocketMQ's `isMatchedByCommitLog`, used by SQL92 property filters). It sees each record
+    /// whose tags code passed `tags_filter`, before the record counts against the limits; records
+    /// it rejects are skipped like tag mismatches. Without it the read path is the tags-only one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn get_messages_matching(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: u64,
+        max_count: usize,
+        max_bytes: usize,
+        tags_filter: &dyn Fn(i64) -> bool,
+        record_filter: Option<RecordFilter<'_>>,
+    ) -> GetMessageResult {
+        self.inner.get_messages(
+            topic,
+            queue_id,
+            offset,
+            max_count,
+            max_bytes,
+            tags_filter,
+            record_filter,
+        )
     }
 
     pub fn max_offset(&self, topic: &str, queue_id: i32) -> u64 {
@@ -982,6 +1011,7 @@ impl Inner {
         Some(i64::from_be_bytes(a))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn get_messages(
         &self,
         topic: &str,
@@ -990,6 +1020,7 @@ impl Inner {
         max_count: usize,
         max_bytes: usize,
         filter: &dyn Fn(i64) -> bool,
+        record_filter: Option<RecordFilter<'_>>,
     ) -> GetMessageResult {
         let mut res = GetMessageResult {
             status: GetMessageStatus::NoMatchedLogicQueue,
@@ -1045,6 +1076,7 @@ impl Inner {
                 break;
             }
             match self.commitlog.read(e.commitlog_offset, e.size as usize) {
+                Some(b) if record_filter.is_some_and(|keep| !keep(&b)) => {}
                 Some(b) => {
                     res.total_bytes += b.len();
                     res.messages.push(b);

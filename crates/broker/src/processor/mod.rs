@@ -63,6 +63,7 @@ pub(crate) fn router(inner: Arc<BrokerInner>) -> Router {
                 rc::HEART_BEAT,
                 rc::UNREGISTER_CLIENT,
                 rc::GET_CONSUMER_LIST_BY_GROUP,
+                rc::CHECK_CLIENT_CONFIG,
             ],
             client::handle,
         ),

@@ -11,3 +11,4 @@ mod query;
 mod register;
 mod restart;
 mod send_pull;
+mod sql_filter;
