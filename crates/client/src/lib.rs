@@ -75,7 +75,14 @@ mod util;
 pub use apogee_protocol::body::{ConsumeFromWhere, MessageModel, MessageQueue};
 pub use config::ClientConfig;
 pub use consumer::subscription::MessageSelector;
-pub use consumer::{LiteOptions, LitePullConsumer, LitePullConsumerBuilder};
+pub use consumer::push::{
+    ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, ConsumeOrderlyContext,
+    ConsumeOrderlyStatus, MessageListener, MessageListenerConcurrently, MessageListenerOrderly,
+};
+pub use consumer::{
+    LiteOptions, LitePullConsumer, LitePullConsumerBuilder, PushConsumer, PushConsumerBuilder,
+    PushOptions,
+};
 pub use error::{ClientError, Result};
 pub use instance::{ClientInstance, RouteEntry, CLIENT_INNER_PRODUCER_GROUP};
 pub use message::{Message, MessageExt, SendResult, SendStatus};
