@@ -74,11 +74,11 @@ mod util;
 
 pub use apogee_protocol::body::{ConsumeFromWhere, MessageModel, MessageQueue};
 pub use config::ClientConfig;
-pub use consumer::subscription::MessageSelector;
 pub use consumer::push::{
     ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, ConsumeOrderlyContext,
     ConsumeOrderlyStatus, MessageListener, MessageListenerConcurrently, MessageListenerOrderly,
 };
+pub use consumer::subscription::MessageSelector;
 pub use consumer::{
     LiteOptions, LitePullConsumer, LitePullConsumerBuilder, PushConsumer, PushConsumerBuilder,
     PushOptions,

@@ -10,8 +10,7 @@ use apogee_protocol::body::MessageModel;
 use tracing::warn;
 
 use super::listener::{
-    panic_text, CatchUnwind, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus,
-    MessageListener,
+    panic_text, CatchUnwind, ConsumeConcurrentlyContext, ConsumeConcurrentlyStatus, MessageListener,
 };
 use super::process_queue::{sleep_unless_dropped, ProcessQueue};
 use super::retry::for_listener;
@@ -33,7 +32,11 @@ impl Drop for InFlight<'_> {
 
 impl PushInner {
     /// Queues `msgs` (just cached in `pq`) for the listener, one task per batch.
-    pub(super) fn submit_concurrently(self: &Arc<Self>, pq: &Arc<ProcessQueue>, msgs: Vec<MessageExt>) {
+    pub(super) fn submit_concurrently(
+        self: &Arc<Self>,
+        pq: &Arc<ProcessQueue>,
+        msgs: Vec<MessageExt>,
+    ) {
         let size = self.options.consume_message_batch_max_size.max(1);
         let mut rest = msgs.into_iter().peekable();
         while rest.peek().is_some() {

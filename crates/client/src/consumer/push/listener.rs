@@ -262,10 +262,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_listener_is_caught() {
-        let l: Arc<dyn MessageListenerOrderly> =
-            Arc::new(|_: &[MessageExt], _: &mut ConsumeOrderlyContext| -> ConsumeOrderlyStatus {
+        let l: Arc<dyn MessageListenerOrderly> = Arc::new(
+            |_: &[MessageExt], _: &mut ConsumeOrderlyContext| -> ConsumeOrderlyStatus {
                 panic!("listener failed")
-            });
+            },
+        );
         let mut ctx = ConsumeOrderlyContext::new(mq());
         assert_eq!(ctx.suspend_current_queue_time_ms, -1);
         let result = CatchUnwind(l.consume_message(&[], &mut ctx)).await;

@@ -628,7 +628,11 @@ impl PushConsumer {
             // Queues keep the subscription they were made with; hand them over and start anew.
             let _one_at_a_time = self.inner.rebalance_lock.lock().await;
             self.inner
-                .set_assignment(&|mq: &MessageQueue| mq.topic == wire_topic, Vec::new(), None)
+                .set_assignment(
+                    &|mq: &MessageQueue| mq.topic == wire_topic,
+                    Vec::new(),
+                    None,
+                )
                 .await;
         }
         self.inner.after_subscription_change().await;
@@ -643,7 +647,11 @@ impl PushConsumer {
         {
             let _one_at_a_time = self.inner.rebalance_lock.lock().await;
             self.inner
-                .set_assignment(&|mq: &MessageQueue| mq.topic == wire_topic, Vec::new(), None)
+                .set_assignment(
+                    &|mq: &MessageQueue| mq.topic == wire_topic,
+                    Vec::new(),
+                    None,
+                )
                 .await;
         }
         self.inner.instance.send_heartbeat_to_all_brokers().await;
@@ -893,10 +901,8 @@ impl PushInner {
         );
         info.properties
             .insert(PROP_CLIENT_VERSION.into(), env!("CARGO_PKG_VERSION").into());
-        info.properties.insert(
-            PROP_CONSUME_ORDERLY.into(),
-            self.is_orderly().to_string(),
-        );
+        info.properties
+            .insert(PROP_CONSUME_ORDERLY.into(), self.is_orderly().to_string());
         info.subscription_set = lock(&self.subscriptions).values().cloned().collect();
         let offsets = self.store.offsets();
         for (mq, pq) in lock(&self.queues).iter() {

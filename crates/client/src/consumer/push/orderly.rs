@@ -91,8 +91,7 @@ impl PushInner {
                 let max = self.max_reconsume_times();
                 let mut again = Vec::new();
                 for (cached, seen) in batch.into_iter().zip(&view) {
-                    if cached.reconsume_times >= max && self.send_to_dead_letter_queue(seen).await
-                    {
+                    if cached.reconsume_times >= max && self.send_to_dead_letter_queue(seen).await {
                         continue;
                     }
                     let mut m = cached;

@@ -14,11 +14,8 @@ use crate::namespace;
 use crate::util::now_ms;
 
 /// Properties a pull or a consume call adds to a received message, meaningless on a new one.
-const CLIENT_SIDE_PROPERTIES: &[&str] = &[
-    keys::MIN_OFFSET,
-    keys::MAX_OFFSET,
-    keys::CONSUME_START_TIME,
-];
+const CLIENT_SIDE_PROPERTIES: &[&str] =
+    &[keys::MIN_OFFSET, keys::MAX_OFFSET, keys::CONSUME_START_TIME];
 
 /// The fallback retry message for `msg` (whose topic is the real topic as it travels):
 /// `retry_topic` (as it travels), same body, flag and properties, with `RETRY_TOPIC`,
