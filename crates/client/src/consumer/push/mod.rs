@@ -504,6 +504,16 @@ impl PushConsumerBuilder {
     }
 }
 
+/// RocketMQ's `getMaxReconsumeTimes`: -1 is 16 for concurrent, unlimited for orderly
+/// consumption.
+fn effective_max_reconsume_times(configured: i32, orderly: bool) -> i32 {
+    match configured {
+        -1 if orderly => i32::MAX,
+        -1 => 16,
+        n => n,
+    }
+}
+
 /// Java's placeholder group, which a real consumer may not use.
 const DEFAULT_CONSUMER_GROUP: &str = "DEFAULT_CONSUMER";
 
@@ -818,13 +828,8 @@ impl PushInner {
         self.is_orderly() && self.clustering()
     }
 
-    /// RocketMQ's `getMaxReconsumeTimes`: -1 is 16 for concurrent, unlimited for orderly.
     fn max_reconsume_times(&self) -> i32 {
-        match self.options.max_reconsume_times {
-            -1 if self.is_orderly() => i32::MAX,
-            -1 => 16,
-            n => n,
-        }
+        effective_max_reconsume_times(self.options.max_reconsume_times, self.is_orderly())
     }
 
     fn wire_queue(&self, mq: &MessageQueue) -> MessageQueue {
@@ -963,5 +968,154 @@ impl ConsumerHook for PushInner {
         };
         let topic = topic.to_owned();
         tokio::spawn(async move { inner.reset_offsets(&topic, offsets).await });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_rocketmq() {
+        let o = PushOptions::default();
+        assert_eq!(o.message_model, MessageModel::Clustering);
+        assert_eq!(
+            o.consume_from_where,
+            ConsumeFromWhere::ConsumeFromLastOffset
+        );
+        assert_eq!((o.consume_thread_min, o.consume_thread_max), (20, 20));
+        assert_eq!(o.consume_message_batch_max_size, 1);
+        assert_eq!(o.pull_batch_size, 32);
+        assert_eq!(o.pull_interval_ms, 0);
+        assert_eq!(o.pull_threshold_for_queue, 1_000);
+        assert_eq!(o.pull_threshold_size_for_queue_mib, 100);
+        assert_eq!(o.consume_concurrently_max_span, 2_000);
+        assert_eq!(o.max_reconsume_times, -1);
+        assert_eq!(o.suspend_current_queue_time_ms, 1_000);
+        assert_eq!(o.consume_timeout_ms, 15 * 60 * 1000);
+        assert_eq!(o.broker_suspend_max_ms, 15_000);
+        assert_eq!(o.consumer_timeout_when_suspend_ms, 30_000);
+        assert_eq!(o.lock_interval_ms, 20_000);
+        assert!(o.validate().is_ok());
+    }
+
+    #[test]
+    fn out_of_range_options_are_refused_as_rocketmq_does() {
+        let bad: Vec<(&str, PushOptions)> = vec![
+            (
+                "thread min 0",
+                PushOptions {
+                    consume_thread_min: 0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "min above max",
+                PushOptions {
+                    consume_thread_min: 30,
+                    consume_thread_max: 20,
+                    ..Default::default()
+                },
+            ),
+            (
+                "thread max 1001",
+                PushOptions {
+                    consume_thread_min: 1,
+                    consume_thread_max: 1001,
+                    ..Default::default()
+                },
+            ),
+            (
+                "span 0",
+                PushOptions {
+                    consume_concurrently_max_span: 0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "queue threshold 65536",
+                PushOptions {
+                    pull_threshold_for_queue: 65_536,
+                    ..Default::default()
+                },
+            ),
+            (
+                "size threshold 1025 MiB",
+                PushOptions {
+                    pull_threshold_size_for_queue_mib: 1_025,
+                    ..Default::default()
+                },
+            ),
+            (
+                "batch 0",
+                PushOptions {
+                    consume_message_batch_max_size: 0,
+                    ..Default::default()
+                },
+            ),
+            (
+                "pull batch 1025",
+                PushOptions {
+                    pull_batch_size: 1_025,
+                    ..Default::default()
+                },
+            ),
+            (
+                "pull interval 65536",
+                PushOptions {
+                    pull_interval_ms: 65_536,
+                    ..Default::default()
+                },
+            ),
+            (
+                "reconsume -2",
+                PushOptions {
+                    max_reconsume_times: -2,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (what, o) in bad {
+            assert!(
+                matches!(o.validate(), Err(ClientError::InvalidArgument(_))),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn minus_one_reconsume_times_is_16_concurrently_and_unlimited_orderly() {
+        assert_eq!(effective_max_reconsume_times(-1, false), 16);
+        assert_eq!(effective_max_reconsume_times(-1, true), i32::MAX);
+        assert_eq!(effective_max_reconsume_times(3, false), 3);
+        assert_eq!(effective_max_reconsume_times(0, true), 0);
+    }
+
+    #[tokio::test]
+    async fn start_needs_a_group_and_a_listener() {
+        let no_group = PushConsumer::builder()
+            .name_server("127.0.0.1:1")
+            .register_concurrently(
+                |_: &[crate::MessageExt], _: &mut ConsumeConcurrentlyContext| {
+                    ConsumeConcurrentlyStatus::ConsumeSuccess
+                },
+            )
+            .start()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(no_group, ClientError::InvalidArgument(_)),
+            "{no_group:?}"
+        );
+        let no_listener = PushConsumer::builder()
+            .group("G")
+            .name_server("127.0.0.1:1")
+            .start()
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(no_listener, ClientError::InvalidArgument(ref m) if m.contains("listener")),
+            "{no_listener:?}"
+        );
     }
 }

@@ -45,9 +45,10 @@ impl PushInner {
     }
 
     fn suspend_time(&self, context: &ConsumeOrderlyContext) -> Duration {
-        let ms = u64::try_from(context.suspend_current_queue_time_ms)
-            .unwrap_or(self.options.suspend_current_queue_time_ms);
-        Duration::from_millis(ms.clamp(MIN_SUSPEND_MS, MAX_SUSPEND_MS))
+        suspend_duration(
+            context.suspend_current_queue_time_ms,
+            self.options.suspend_current_queue_time_ms,
+        )
     }
 
     /// Whether this client may consume `pq` now (broadcasting needs no lock).
@@ -110,6 +111,12 @@ impl PushInner {
     }
 }
 
+/// The pause a suspension asks for: the listener's value (-1: the consumer's), clamped.
+fn suspend_duration(asked_ms: i64, default_ms: u64) -> Duration {
+    let ms = u64::try_from(asked_ms).unwrap_or(default_ms);
+    Duration::from_millis(ms.clamp(MIN_SUSPEND_MS, MAX_SUSPEND_MS))
+}
+
 /// Consumes `pq` until it has nothing cached, is dropped, or the consumer stops. The queue's
 /// `worker_active` flag, set when the worker was spawned, guarantees one worker per queue.
 async fn orderly_worker(inner: Arc<PushInner>, pq: Arc<ProcessQueue>) {
@@ -159,5 +166,22 @@ async fn orderly_worker(inner: Arc<PushInner>, pq: Arc<ProcessQueue>) {
             Next::Continue => tokio::task::yield_now().await,
             Next::Suspend(d) => sleep_unless_dropped(&pq, d).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suspension_uses_the_listeners_time_or_the_default_within_bounds() {
+        assert_eq!(suspend_duration(-1, 1_000), Duration::from_millis(1_000));
+        assert_eq!(suspend_duration(200, 1_000), Duration::from_millis(200));
+        assert_eq!(suspend_duration(1, 1_000), Duration::from_millis(10));
+        assert_eq!(
+            suspend_duration(60_000, 1_000),
+            Duration::from_millis(30_000)
+        );
+        assert_eq!(suspend_duration(-1, 0), Duration::from_millis(10));
     }
 }
