@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use apogee_client::{
@@ -14,12 +14,12 @@ use apogee_client::{
 };
 use apogee_protocol::body::{
     GetConsumerListByGroupResponseBody, JsonBody, LockBatchRequestBody, LockBatchResponseBody,
-    UnlockBatchRequestBody,
+    ResetOffsetBody, UnlockBatchRequestBody,
 };
 use apogee_protocol::codes::{pull_sys_flag, request_code, response_code};
 use apogee_protocol::header::{
     ConsumerSendMsgBackRequestHeader, PullMessageRequestHeader, PullMessageResponseHeader,
-    QueryConsumerOffsetResponseHeader, UpdateConsumerOffsetRequestHeader,
+    QueryConsumerOffsetResponseHeader, ResetOffsetRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
 use apogee_protocol::message::{MessageProperties, MessageRecord};
 use apogee_protocol::RemotingCommand;
@@ -41,10 +41,12 @@ fn record(offset: i64) -> Bytes {
     r.encode().unwrap()
 }
 
-/// A broker with one queue: the group's only consumer is `client_id`, its committed offset is
-/// 5, the first pull finds the record at 5, later pulls are held (no answer, as a long poll).
+/// A broker with one queue: the group's only consumer is `client_id`, its committed offset
+/// starts at 5 (and follows UPDATE_CONSUMER_OFFSET), the first pull finds the record at 5,
+/// later pulls are held (no answer, as a long poll).
 async fn broker(client_id: &'static str) -> Fake {
     let pulls = Arc::new(AtomicUsize::new(0));
+    let committed = Arc::new(AtomicI64::new(5));
     Fake::start(move |req| match req.code {
         request_code::GET_CONSUMER_LIST_BY_GROUP => Some(
             RemotingCommand::response(response_code::SUCCESS, None).with_body(
@@ -56,9 +58,19 @@ async fn broker(client_id: &'static str) -> Fake {
             ),
         ),
         request_code::QUERY_CONSUMER_OFFSET => Some(
-            RemotingCommand::response(response_code::SUCCESS, None)
-                .with_header(&QueryConsumerOffsetResponseHeader { offset: 5 }),
+            RemotingCommand::response(response_code::SUCCESS, None).with_header(
+                &QueryConsumerOffsetResponseHeader {
+                    offset: committed.load(Ordering::SeqCst),
+                },
+            ),
         ),
+        request_code::UPDATE_CONSUMER_OFFSET => {
+            let h: UpdateConsumerOffsetRequestHeader = req.decode_header().unwrap();
+            if h.topic == TOPIC {
+                committed.store(h.commit_offset, Ordering::SeqCst);
+            }
+            Some(RemotingCommand::response(response_code::SUCCESS, None))
+        }
         request_code::PULL_MESSAGE => {
             let h: PullMessageRequestHeader = req.decode_header().unwrap();
             if h.topic != TOPIC || pulls.fetch_add(1, Ordering::SeqCst) > 0 {
@@ -247,4 +259,50 @@ async fn an_orderly_consumer_locks_before_pulling_and_unlocks_at_shutdown() {
         }
     };
     assert_eq!(unlock.consumer_group, "FakeOrderGroup");
+}
+
+#[tokio::test]
+async fn an_admin_reset_restarts_the_queue_at_the_new_offset() {
+    let mut broker = broker("127.0.0.1@push-fake-reset").await;
+    let ns = name_server_for(&broker, "FakeResetGroup").await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let consumer = PushConsumer::builder()
+        .group("FakeResetGroup")
+        .client_config(config(&ns, "push-fake-reset"))
+        .subscribe(TOPIC, "*")
+        .register_concurrently(
+            move |msgs: &[MessageExt], _ctx: &mut ConsumeConcurrentlyContext| {
+                let _ = tx.send(msgs.to_vec());
+                ConsumeConcurrentlyStatus::ConsumeSuccess
+            },
+        )
+        .start()
+        .await
+        .unwrap();
+    let (first, _) = next_pull_of(&mut broker, TOPIC).await;
+    tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    // The consumer now waits on a held pull at 6.
+    let (_, h) = next_pull_of(&mut broker, TOPIC).await;
+    assert_eq!(h.queue_offset, 6);
+
+    let q0 = MessageQueue::new(TOPIC, "broker-a", 0);
+    let mut body = ResetOffsetBody::default();
+    body.offset_table.insert(q0, 9);
+    let reset = RemotingCommand::request_with_header(
+        request_code::RESET_CONSUMER_CLIENT_OFFSET,
+        &ResetOffsetRequestHeader {
+            group: "FakeResetGroup".into(),
+            topic: TOPIC.into(),
+            timestamp: 0,
+            ..Default::default()
+        },
+    )
+    .with_body(body.encode().unwrap());
+    first.conn.invoke_oneway(reset).await.unwrap();
+    let (_, h) = next_pull_of(&mut broker, TOPIC).await;
+    assert_eq!(h.queue_offset, 9, "the queue restarts at the reset offset");
+    consumer.shutdown().await;
 }
