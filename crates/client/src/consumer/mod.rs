@@ -6,7 +6,7 @@
 //! * [`subscription`]: tag and SQL92 expressions.
 //! * [`start_offset`]: where a queue starts when the group has no committed offset.
 //! * [`LitePullConsumer`]: `poll()` over background per-queue pulls.
-//! * [`PushConsumer`](push::PushConsumer): a listener called with pulled messages,
+//! * [`PushConsumer`]: a listener called with pulled messages,
 //!   concurrently or in queue order.
 
 pub mod allocate;

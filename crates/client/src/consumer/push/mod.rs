@@ -1,7 +1,7 @@
 //! The push consumer (RocketMQ's `DefaultMQPushConsumer`): the application registers a listener
 //! and the consumer pulls, caches and delivers messages itself.
 //!
-//! Per assigned queue there is a [`ProcessQueue`] (the pulled, not yet consumed messages by
+//! Per assigned queue there is a process queue (the pulled, not yet consumed messages by
 //! offset) and a pull task that long-polls the broker, holds back while the cache is full, and
 //! hands messages to the consume service:
 //!
@@ -118,8 +118,8 @@ pub struct PushOptions {
     pub post_subscription_when_pull: bool,
     /// Orderly clustering: how often held queue locks are renewed. RocketMQ: 20 s.
     pub lock_interval_ms: u64,
-    /// How long shutdown and a queue handover wait for running listener calls. Default 5 s
-    /// for shutdown; a rebalance handover waits at most 1 s (as RocketMQ's orderly consumer).
+    /// How long shutdown waits for running listener calls before committing offsets. Default
+    /// 5 s. (A rebalance handover waits at most 1 s, as RocketMQ's orderly consumer does.)
     pub await_termination_ms: u64,
     /// Root of the broadcasting offset files (default `~/.rocketmq_offsets`).
     pub local_offset_store_dir: Option<PathBuf>,
