@@ -230,7 +230,7 @@ impl apogee_client::MessageListenerOrderly for OrderChecker {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orderly_listener_sees_each_queue_in_offset_order_and_every_message_once() {
     let cluster = Cluster::start().await;
     let producer = cluster.producer("ord-p").await;
@@ -351,7 +351,7 @@ impl MessageListenerConcurrently for Gauge {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_listener_calls_never_exceed_the_consume_pool() {
     let cluster = Cluster::start().await;
     let producer = cluster.producer("pool-p").await;
@@ -404,7 +404,7 @@ async fn concurrent_listener_calls_never_exceed_the_consume_pool() {
     cluster.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconsume_later_redelivers_through_the_retry_topic() {
     let cluster = Cluster::start().await;
     let producer = cluster.producer("retry-p").await;
@@ -477,7 +477,7 @@ async fn reconsume_later_redelivers_through_the_retry_topic() {
     cluster.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_orderly_message_past_its_reconsume_limit_goes_to_the_dead_letter_queue() {
     let cluster = Cluster::start().await;
     let producer = cluster.producer("dlq-p").await;
@@ -574,7 +574,7 @@ impl MessageListenerConcurrently for Slow {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_control_holds_pulling_while_the_cache_is_full() {
     let cluster = Cluster::start().await;
     let producer = cluster.producer("flow-p").await;
@@ -623,7 +623,7 @@ async fn flow_control_holds_pulling_while_the_cache_is_full() {
     cluster.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasting_delivers_every_message_to_every_consumer() {
     let cluster = Cluster::start().await;
     let producer = cluster.producer("bc-p").await;
@@ -765,7 +765,7 @@ async fn wait_for_split(a: &PushConsumer, b: &PushConsumer) {
     .await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_leaving_mid_stream_hands_its_queues_over_without_losing_messages() {
     let cluster = Cluster::start().await;
     let producer = cluster.producer("leave-p").await;
@@ -825,7 +825,7 @@ async fn a_consumer_leaving_mid_stream_hands_its_queues_over_without_losing_mess
     cluster.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_consumer_queues_are_taken_over_by_the_survivor() {
     let cluster = Cluster::start().await;
     let producer = cluster.producer("kill-p").await;
