@@ -57,6 +57,8 @@ pub(crate) struct BrokerInner {
     pub uniq_ids: UniqIdGenerator,
     /// Woken on every topic change: the registration task re-registers at once.
     pub topics_changed: Arc<Notify>,
+    /// The topic data version (counter) of the last finished registration round.
+    pub registered_topics_version: watch::Sender<i64>,
     /// Connections with a task waiting for their close.
     watched: Mutex<HashSet<u64>>,
     /// Heartbeat-v2 fingerprint of each consumer group.
@@ -109,6 +111,18 @@ impl BrokerInner {
                 }
             }
         });
+    }
+
+    /// Resolves once a registration round carrying topic data version `version` or newer has
+    /// finished with every name server, or after `max_wait`. As RocketMQ's send path registers
+    /// before it answers the send that created a topic, a client that asks a name server for the
+    /// route right after that send finds it (instead of waiting for its next route refresh, 30 s).
+    pub async fn wait_registered(&self, version: i64, max_wait: Duration) {
+        if self.config.namesrv_addrs.is_empty() || self.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut rx = self.registered_topics_version.subscribe();
+        let _ = tokio::time::timeout(max_wait, rx.wait_for(|v| *v >= version)).await;
     }
 
     /// Persists every config table (best effort: errors are logged).
@@ -167,6 +181,7 @@ impl Broker {
             holds: PullHoldService::new(config.max_parked_pulls),
             uniq_ids: UniqIdGenerator::new(Some(ip)),
             topics_changed,
+            registered_topics_version: watch::Sender::new(i64::MIN),
             watched: Mutex::new(HashSet::new()),
             heartbeat_fingerprints: Mutex::new(HashMap::new()),
             stats: Stats::default(),

@@ -21,11 +21,14 @@ use crate::broker::BrokerInner;
 /// How long UNREGISTER_BROKER may take per name server at shutdown.
 const UNREGISTER_TIMEOUT_MS: u64 = 3_000;
 
-/// The REGISTER_BROKER request for the broker's current topics.
-pub(crate) fn register_request(inner: &BrokerInner) -> Option<RemotingCommand> {
+/// The REGISTER_BROKER request for the broker's current topics, and the topic data version
+/// (counter) it carries.
+pub(crate) fn register_request(inner: &BrokerInner) -> Option<(RemotingCommand, i64)> {
+    let wrapper = inner.topics.wrapper();
+    let version = wrapper.data_version.counter;
     let body = RegisterBrokerBody {
         filter_server_list: Vec::new(),
-        topic_config_serialize_wrapper: inner.topics.wrapper(),
+        topic_config_serialize_wrapper: wrapper,
     };
     let bytes = match body.encode() {
         Ok(b) => b,
@@ -46,16 +49,20 @@ pub(crate) fn register_request(inner: &BrokerInner) -> Option<RemotingCommand> {
         body_crc32: crc32_masked(&bytes) as i32,
         zone_name: None,
     };
-    Some(RemotingCommand::request_with_header(REGISTER_BROKER, &header).with_body(bytes))
+    Some((
+        RemotingCommand::request_with_header(REGISTER_BROKER, &header).with_body(bytes),
+        version,
+    ))
 }
 
-/// Registers with every name server in parallel; returns how many accepted.
+/// Registers with every name server in parallel; returns how many accepted. Once every call has
+/// finished, the topic data version it carried is published for [`BrokerInner::wait_registered`].
 pub(crate) async fn register_all(inner: &BrokerInner, client: &RemotingClient) -> usize {
     let addrs = &inner.config.namesrv_addrs;
     if addrs.is_empty() {
         return 0;
     }
-    let Some(request) = register_request(inner) else {
+    let Some((request, version)) = register_request(inner) else {
         return 0;
     };
     let timeout = Duration::from_millis(inner.config.register_broker_timeout_ms);
@@ -83,6 +90,13 @@ pub(crate) async fn register_all(inner: &BrokerInner, client: &RemotingClient) -
             Err(e) => warn!("registration task failed: {e}"),
         }
     }
+    inner.registered_topics_version.send_if_modified(|v| {
+        let newer = version > *v;
+        if newer {
+            *v = version;
+        }
+        newer
+    });
     ok
 }
 
