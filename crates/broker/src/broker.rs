@@ -144,7 +144,8 @@ pub struct Broker;
 
 impl Broker {
     /// Opens the store under `<data>/store`, loads `<data>/config`, binds `config.listen_addr`,
-    /// starts serving and registering with the configured name servers.
+    /// starts serving, and registers with the configured name servers (the first registration
+    /// has finished, or failed, when this returns).
     pub async fn start(config: BrokerConfig) -> Result<BrokerHandle> {
         let ip = config.advertised_ip().map_err(BrokerError::Config)?;
         let store_config = config.store_config();
@@ -206,6 +207,9 @@ impl Broker {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let client = RemotingClient::new(RemotingConfig::default());
+        // Once `start` returns, name servers route to this broker's topics: a client started
+        // right after finds them (each call is bounded by registerBrokerTimeoutMills).
+        register::register_all(&inner, &client).await;
         let tasks = vec![
             tokio::spawn(register::run(
                 Arc::clone(&inner),

@@ -1,6 +1,7 @@
 //! Registration with name servers (`BrokerOuterAPI.registerBrokerAll`): REGISTER_BROKER to every
-//! configured name server in parallel at start, every `registerNameServerPeriod`, and right after
-//! a topic change; UNREGISTER_BROKER at shutdown.
+//! configured name server in parallel at start (before the broker reports itself started, as
+//! RocketMQ does), every `registerNameServerPeriod`, and right after a topic change;
+//! UNREGISTER_BROKER at shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -130,7 +131,10 @@ pub(crate) async fn unregister_all(inner: &BrokerInner, client: &RemotingClient)
     }
 }
 
-/// The registration loop: at once, then every period and after each topic change, until stopped.
+/// The registration loop, after the first registration that [`Broker::start`] makes itself:
+/// every period and after each topic change, until stopped.
+///
+/// [`Broker::start`]: crate::Broker::start
 pub(crate) async fn run(
     inner: Arc<BrokerInner>,
     client: RemotingClient,
@@ -141,15 +145,15 @@ pub(crate) async fn run(
     }
     let period = Duration::from_millis(inner.config.register_period_ms());
     loop {
-        let registration = register_all(&inner, &client);
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = registration => {}
-        }
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(period) => {}
             _ = inner.topics_changed.notified() => {}
+        }
+        let registration = register_all(&inner, &client);
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = registration => {}
         }
     }
 }

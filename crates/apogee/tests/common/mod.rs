@@ -40,6 +40,11 @@ impl Server {
     /// Starts `apogee standalone` on `data_dir` and waits for its ready line. Its stderr goes to
     /// a numbered log file next to `data_dir`.
     pub fn start(data_dir: &Path) -> Server {
+        Server::start_with(data_dir, &[])
+    }
+
+    /// [`Server::start`] with extra command-line arguments.
+    pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> Server {
         let parent = data_dir.parent().expect("data dir has a parent");
         let n = std::fs::read_dir(parent).map(|d| d.count()).unwrap_or(0);
         let stderr_path = parent.join(format!("apogee-{n}.log"));
@@ -51,6 +56,7 @@ impl Server {
             .args(["--broker-listen", "127.0.0.1:0"])
             .args(["--broker-ip", "127.0.0.1"])
             .args(["--flush-disk-type", "sync"])
+            .args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

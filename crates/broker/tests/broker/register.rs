@@ -173,11 +173,17 @@ async fn a_send_that_creates_its_topic_answers_after_the_name_server_has_the_top
 
 #[tokio::test]
 async fn a_name_server_that_never_answers_delays_a_topic_creating_send_by_at_most_a_second() {
+    let answered = std::sync::atomic::AtomicBool::new(false);
     let server = RemotingServer::bind(
         "127.0.0.1:0",
         RemotingConfig::default(),
-        |_ctx: RequestContext, _req: RemotingCommand| {
-            HandlerFuture::new(std::future::pending::<Option<RemotingCommand>>())
+        move |_ctx: RequestContext, _req: RemotingCommand| {
+            // The registration at start is answered; every later one hangs.
+            if answered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                HandlerFuture::new(std::future::pending::<Option<RemotingCommand>>())
+            } else {
+                HandlerFuture::reply(RemotingCommand::response(SUCCESS, None))
+            }
         },
     )
     .await
@@ -199,4 +205,32 @@ async fn a_name_server_that_never_answers_delays_a_topic_creating_send_by_at_mos
     assert_eq!(r.code, SUCCESS);
     b.stop().await;
     drop(server);
+}
+
+#[tokio::test]
+async fn the_broker_has_registered_its_topics_when_start_returns() {
+    let (ns, seen) = recording_namesrv().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.namesrv_addrs = vec![ns.local_addr().to_string()];
+    let b = TestBroker::start(c.clone()).await;
+    assert_eq!(
+        b.call(send_v2(&send_header("Kept", 0, &props(&[])), b"x"))
+            .await
+            .code,
+        SUCCESS
+    );
+    b.stop().await;
+    seen.lock().unwrap().clear();
+
+    // Restarted: the slow name server (200 ms) already has the topics before the first request.
+    let b = TestBroker::start(c).await;
+    let known = seen.lock().unwrap().iter().any(|body| {
+        body.topic_config_serialize_wrapper
+            .topic_config_table
+            .contains_key("Kept")
+    });
+    assert!(known, "start returned before the first registration");
+    b.stop().await;
+    drop(ns);
 }
