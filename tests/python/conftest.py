@@ -16,8 +16,21 @@ CLIENT_HOME = REPO_ROOT / "target" / "pyclient-home"
 CLIENT_HOME.mkdir(parents=True, exist_ok=True)
 os.environ["HOME"] = str(CLIENT_HOME)
 
-from rocketmq.client import MessageModel, Producer, PullConsumer, PushConsumer  # noqa: E402
+from rocketmq.client import (  # noqa: E402
+    Message,
+    MessageModel,
+    Producer,
+    PullConsumer,
+    PushConsumer,
+    SendStatus,
+)
+from rocketmq.exceptions import ProducerSendSyncFailed  # noqa: E402
 from rocketmq.ffi import dll  # noqa: E402
+
+from apogee_support import wait_until  # noqa: E402
+
+# A topic of its own for the producers' first send (see `Clients.producer`).
+WARMUP_TOPIC = "ApogeeTestWarmup"
 
 
 def pytest_report_header(config):
@@ -86,7 +99,26 @@ class Clients:
         dll.SetProducerInstanceName(p._handle, f"{group}-{unique_suffix()}".encode())
         p.start()
         self._open.append(p)
+        self._connect(p)
         return p
+
+    @staticmethod
+    def _connect(producer):
+        """Works around a race in the C++ client: while its heartbeat thread is still connecting
+        to a broker it has just learnt of, a send on another thread finds no connection, gives up
+        at once ("GetTransport ... get timed_mutex timeout" in its log) and reports "No route info
+        of this topic". One acknowledged send to a side topic, retried until it goes through,
+        leaves the connection in place before a test sends anything."""
+
+        def attempt():
+            msg = Message(WARMUP_TOPIC)
+            msg.set_body(b"connect")
+            try:
+                return producer.send_sync(msg).status == SendStatus.OK
+            except ProducerSendSyncFailed:
+                return False
+
+        wait_until(attempt, 30, "a first acknowledged send", interval_s=0.01)
 
     def push_consumer(self, server, group, topic, callback, expression="*", orderly=False,
                       model=MessageModel.CLUSTERING, start=True):
