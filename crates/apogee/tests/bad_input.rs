@@ -107,13 +107,35 @@ async fn good_client_works(c: &RemotingClient, broker: &str, namesrv: &str, n: u
     assert_eq!(route.code, SUCCESS, "route {n}: {route:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_close_their_connection_and_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = Server::start(&dir.path().join("data"));
     let good = client();
     let before = store_reference_messages(&good, &server.broker).await;
     good_client_works(&good, &server.broker, &server.namesrv, 0).await;
+
+    // Another well-behaved client sends and pulls on its own connection all through the abuse.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let busy = {
+        let broker = server.broker.clone();
+        tokio::spawn(async move {
+            let c = client();
+            let mut rounds = 0u64;
+            while !*stop_rx.borrow_and_update() {
+                let body = format!("busy {rounds}");
+                let r = call(&c, &broker, send("Busy", 0, &props(&[]), body.as_bytes())).await;
+                assert_eq!(r.code, SUCCESS, "busy send {rounds}: {r:?}");
+                let h: apogee_protocol::header::SendMessageResponseHeader =
+                    r.decode_header().unwrap();
+                let r = call(&c, &broker, pull("CG_BUSY", "Busy", 0, h.queue_offset)).await;
+                assert_eq!(r.code, SUCCESS, "busy pull {rounds}: {r:?}");
+                rounds += 1;
+            }
+            c.close();
+            rounds
+        })
+    };
 
     // A whole frame (a waiting half frame is legal) whose content is noise.
     let mut pseudo_random = 4092u32.to_be_bytes().to_vec();
@@ -177,6 +199,9 @@ async fn malformed_frames_close_their_connection_and_nothing_else() {
         drop(s);
     }
     good_client_works(&good, &server.broker, &server.namesrv, 100).await;
+    let _ = stop_tx.send(true);
+    let rounds = busy.await.expect("the busy client never failed");
+    assert!(rounds > 0);
     assert_reference_messages_unchanged(&good, &server.broker, &before).await;
     good.close();
     server.stop();
