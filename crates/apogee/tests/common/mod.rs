@@ -106,12 +106,13 @@ impl Server {
         server
     }
 
+    /// Sends a signal with the shell's `kill` builtin (no libc dependency, no /bin/kill needed).
     fn signal(&self, name: &str) {
-        let ok = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid.to_string())
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {}", self.pid))
             .status()
-            .expect("kill runs")
+            .expect("sh runs")
             .success();
         assert!(ok, "kill -{name} {} failed", self.pid);
     }
@@ -176,9 +177,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         // A failed test must not leave the process behind.
         if self.is_alive() {
-            let _ = Command::new("kill")
-                .arg("-KILL")
-                .arg(self.pid.to_string())
+            let _ = Command::new("sh")
+                .arg("-c")
+                .arg(format!("kill -KILL {}", self.pid))
                 .status();
         }
     }
