@@ -59,7 +59,7 @@ def test_async_send_calls_back_for_every_message_and_delivers_all(server, client
         with lock:
             errors.append(exc)
 
-    # The library copies the message when the call returns; keep ours alive until then anyway.
+    # Keep every native message alive until all callbacks have run.
     messages = [s.message() for s in specs]
     for m in messages:
         producer.send_async(m, on_success, on_error)
@@ -136,7 +136,8 @@ def test_tag_expression_with_spaces_delivers_only_the_named_tags(server, clients
     got = Collector("filtered")
     clients.push_consumer(server, names.group(), names.topic, got, "TagA || TagB")
     got.wait_for_mids([s.mid for s in a + b])
-    # A fence behind everything in every queue: once it is in, any TagC message would have been too.
+    # A fence behind everything in every queue: each queue is pulled in order, so once the fences
+    # are in, the TagC messages before them have been pulled and filtered out.
     fence = [Spec(topic=names.topic, mid=f"fence-{q}-{unique_suffix()}", body=b"fence", tags="TagB")
              for q in range(4)]
     for q, s in enumerate(fence):
