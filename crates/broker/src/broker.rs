@@ -58,6 +58,8 @@ pub(crate) struct BrokerInner {
     pub uniq_ids: UniqIdGenerator,
     /// Woken on every topic change: the registration task re-registers at once.
     pub topics_changed: Arc<Notify>,
+    /// The topic data version (counter) of the last finished registration round.
+    pub registered_topics_version: watch::Sender<i64>,
     /// Connections with a task waiting for their close.
     watched: Mutex<HashSet<u64>>,
     /// Heartbeat-v2 fingerprint of each consumer group.
@@ -114,6 +116,18 @@ impl BrokerInner {
         });
     }
 
+    /// Resolves once a registration round carrying topic data version `version` or newer has
+    /// finished with every name server, or after `max_wait`. As RocketMQ's send path registers
+    /// before it answers the send that created a topic, a client that asks a name server for the
+    /// route right after that send finds it (instead of waiting for its next route refresh, 30 s).
+    pub async fn wait_registered(&self, version: i64, max_wait: Duration) {
+        if self.config.namesrv_addrs.is_empty() || self.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut rx = self.registered_topics_version.subscribe();
+        let _ = tokio::time::timeout(max_wait, rx.wait_for(|v| *v >= version)).await;
+    }
+
     /// Persists every config table (best effort: errors are logged).
     pub fn persist_all(&self) {
         if let Err(e) = self.offsets.persist() {
@@ -133,7 +147,8 @@ pub struct Broker;
 
 impl Broker {
     /// Opens the store under `<data>/store`, loads `<data>/config`, binds `config.listen_addr`,
-    /// starts serving and registering with the configured name servers.
+    /// starts serving, and registers with the configured name servers (the first registration
+    /// has finished, or failed, when this returns).
     pub async fn start(config: BrokerConfig) -> Result<BrokerHandle> {
         let ip = config.advertised_ip().map_err(BrokerError::Config)?;
         let store_config = config.store_config();
@@ -170,6 +185,7 @@ impl Broker {
             holds: PullHoldService::new(config.max_parked_pulls),
             uniq_ids: UniqIdGenerator::new(Some(ip)),
             topics_changed,
+            registered_topics_version: watch::Sender::new(i64::MIN),
             watched: Mutex::new(HashSet::new()),
             heartbeat_fingerprints: Mutex::new(HashMap::new()),
             filters: FilterRegistry::new(),
@@ -195,6 +211,9 @@ impl Broker {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let client = RemotingClient::new(RemotingConfig::default());
+        // Once `start` returns, name servers route to this broker's topics: a client started
+        // right after finds them (each call is bounded by registerBrokerTimeoutMills).
+        register::register_all(&inner, &client).await;
         let tasks = vec![
             tokio::spawn(register::run(
                 Arc::clone(&inner),

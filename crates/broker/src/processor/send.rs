@@ -63,8 +63,23 @@ pub(crate) fn handle(
         Ok(p) => p,
         Err(response) => return reply(b, response),
     };
-    store(b, p)
+    if !p.created_topic {
+        return store(b, p);
+    }
+    // The topic is new: like RocketMQ, register it before answering, so that a consumer started
+    // right after this send finds its route. Bounded, so a slow name server only delays the send.
+    let version = b.topics.data_version().counter;
+    let b = Arc::clone(b);
+    HandlerFuture::new(async move {
+        b.wait_registered(version, Duration::from_millis(REGISTER_WAIT_MS))
+            .await;
+        store(&b, p).await
+    })
 }
+
+/// How long a send that created its topic waits for the registration carrying it. Clients time
+/// sends out after 3 s; a name server on the same network answers in milliseconds.
+const REGISTER_WAIT_MS: u64 = 1_000;
 
 /// Records ready to append, and what the response needs.
 struct Prepared {
@@ -75,6 +90,8 @@ struct Prepared {
     uniq_key: Option<String>,
     /// `WAIT`: the producer wants the reply after the fsync (sync flush only).
     wait_store_ok: bool,
+    /// The send auto-created its topic: the reply waits for the name servers to learn of it.
+    created_topic: bool,
 }
 
 fn store(b: &Arc<BrokerInner>, mut p: Prepared) -> HandlerFuture {
@@ -172,12 +189,12 @@ fn store_error(e: StoreError) -> RemotingCommand {
 }
 
 /// `AbstractSendMessageProcessor.msgCheck`: permissions, topic name, topic existence (with
-/// auto-create) and queue id. Returns the topic's config.
+/// auto-create) and queue id. Returns the topic's config and whether this call created it.
 fn msg_check(
     b: &BrokerInner,
     ctx: &RequestContext,
     h: &SendMessageRequestHeader,
-) -> Result<TopicConfig, RemotingCommand> {
+) -> Result<(TopicConfig, bool), RemotingCommand> {
     if !perm::is_writeable(b.config.broker_permission) && b.topics.is_order_topic(&h.topic) {
         return Err(respond(
             NO_PERMISSION,
@@ -194,8 +211,8 @@ fn msg_check(
             format!("Sending message to topic[{}] is forbidden.", h.topic),
         ));
     }
-    let config = match b.topics.select(&h.topic) {
-        Some(c) => c,
+    let (config, created_now) = match b.topics.select(&h.topic) {
+        Some(c) => (c, false),
         None => {
             let is_retry = names::is_retry_topic(&h.topic);
             let topic_sys_flag = match (h.is_unit_mode(), is_retry) {
@@ -213,9 +230,10 @@ fn msg_check(
                 )
                 .map_err(persist_error)?;
             let created = match created {
-                Some(c) => Some(c.config),
-                None if is_retry => Some(
-                    b.topics
+                Some(c) => Some((c.config, c.created)),
+                None if is_retry => {
+                    let c = b
+                        .topics
                         .create_in_send_back(
                             &h.topic,
                             1,
@@ -223,9 +241,9 @@ fn msg_check(
                             false,
                             topic_sys_flag,
                         )
-                        .map_err(persist_error)?
-                        .config,
-                ),
+                        .map_err(persist_error)?;
+                    Some((c.config, c.created))
+                }
                 None => None,
             };
             created.ok_or_else(|| {
@@ -249,7 +267,7 @@ fn msg_check(
             ),
         ));
     }
-    Ok(config)
+    Ok((config, created_now))
 }
 
 fn pick_queue(requested: i32, config: &TopicConfig) -> Result<i32, RemotingCommand> {
@@ -304,7 +322,7 @@ fn prepare_single(
     req: &RemotingCommand,
     h: SendMessageRequestHeader,
 ) -> Result<Prepared, RemotingCommand> {
-    let mut config = msg_check(b, ctx, &h)?;
+    let (mut config, created_topic) = msg_check(b, ctx, &h)?;
     let mut queue_id = pick_queue(h.queue_id, &config)?;
     check_body(b, req.body.len())?;
     let mut props = MessageProperties::decode(h.properties.as_deref().unwrap_or("").as_bytes());
@@ -389,6 +407,7 @@ fn prepare_single(
         count: 1,
         uniq_key: Some(uniq_key),
         wait_store_ok: wait,
+        created_topic,
     })
 }
 
@@ -398,7 +417,7 @@ fn prepare_batch(
     req: &RemotingCommand,
     h: SendMessageRequestHeader,
 ) -> Result<Prepared, RemotingCommand> {
-    let config = msg_check(b, ctx, &h)?;
+    let (config, created_topic) = msg_check(b, ctx, &h)?;
     let queue_id = pick_queue(h.queue_id, &config)?;
     if h.topic.len() > i8::MAX as usize {
         return Err(respond(
@@ -472,6 +491,7 @@ fn prepare_batch(
         count,
         uniq_key: batch_props.uniq_key().map(str::to_owned),
         wait_store_ok: wait_store_ok(&batch_props),
+        created_topic,
     })
 }
 
