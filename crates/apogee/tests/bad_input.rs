@@ -402,8 +402,8 @@ async fn bad_requests_get_rocketmq_error_codes_with_remarks() {
                 ),
                 b"",
             ),
-            SYSTEM_ERROR,
-            "",
+            SUBSCRIPTION_PARSE_FAILED,
+            "invalid SQL92 expression",
         ),
         expect(
             "a heartbeat whose body is not JSON",
