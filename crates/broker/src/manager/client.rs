@@ -6,6 +6,7 @@
 //! sockets and the caller does the sending.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use apogee_protocol::body::{
@@ -317,6 +318,8 @@ fn notify_all(group: &str, info: &ConsumerGroupInfo) -> Vec<(String, ConnectionH
 #[derive(Default)]
 pub struct ProducerManager {
     groups: Mutex<HashMap<String, HashMap<u64, ClientChannel>>>,
+    /// Round-robin position of [`ProducerManager::available_channel`].
+    next_channel: AtomicUsize,
 }
 
 impl ProducerManager {
@@ -343,6 +346,23 @@ impl ProducerManager {
                 groups.remove(group);
             }
         }
+    }
+
+    /// One open connection of `group` (`getAvailableChannel`), taking members in turn so that
+    /// check-backs spread over the group; closed connections not yet dropped are passed over.
+    pub fn available_channel(&self, group: &str) -> Option<ConnectionHandle> {
+        let groups = lock(&self.groups);
+        let members = groups.get(group)?;
+        let mut open: Vec<&ClientChannel> = members
+            .values()
+            .filter(|c| !c.connection.is_closed())
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        open.sort_by_key(|c| c.id());
+        let turn = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        Some(open[turn % open.len()].connection.clone())
     }
 
     pub fn channel_closed(&self, connection_id: u64) {
