@@ -146,7 +146,11 @@ fn mark_resolved(b: &BrokerInner, half: &MessageRecord) {
 
 /// `rejectCommitOrRollback`: a producer's own END_TRANSACTION arriving after the message's
 /// custom check immunity time is refused, the check-back decides instead.
-fn immunity_expired(b: &BrokerInner, h: &EndTransactionRequestHeader, half: &MessageRecord) -> bool {
+fn immunity_expired(
+    b: &BrokerInner,
+    h: &EndTransactionRequestHeader,
+    half: &MessageRecord,
+) -> bool {
     if h.from_transaction_check {
         return false;
     }

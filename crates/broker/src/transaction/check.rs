@@ -320,7 +320,10 @@ fn scan_queue(
             i += 1;
             continue;
         }
-        let Some(raw) = b.store.message_at_queue_offset(TRANS_HALF_TOPIC, queue_id, i) else {
+        let Some(raw) = b
+            .store
+            .message_at_queue_offset(TRANS_HALF_TOPIC, queue_id, i)
+        else {
             let min = b.store.min_offset(TRANS_HALF_TOPIC, queue_id);
             if i < min {
                 i = min;

@@ -128,7 +128,11 @@ impl Transactions {
 /// to REAL_TOPIC and REAL_QID, the UNIQ_KEY to `__transactionId__`, the transaction type is
 /// reset to NOT_TYPE so the store dispatches the record, into the half topic's queue 0.
 pub(crate) fn make_half(record: &mut MessageRecord, props: &mut MessageProperties) {
-    if let Some(id) = props.uniq_key().filter(|k| !k.is_empty()).map(str::to_owned) {
+    if let Some(id) = props
+        .uniq_key()
+        .filter(|k| !k.is_empty())
+        .map(str::to_owned)
+    {
         props.insert(keys::TRANSACTION_ID, id);
     }
     props.insert(keys::REAL_TOPIC, record.topic.as_str());
@@ -190,12 +194,7 @@ pub(crate) fn requeued_record(half: &MessageRecord, props: &MessageProperties) -
 
 /// The record a half message checked too often becomes (`DefaultTransactionalMessageCheckListener`).
 pub(crate) fn discarded_record(half: &MessageRecord) -> MessageRecord {
-    copy_to(
-        half,
-        TRANS_CHECK_MAX_TIME_TOPIC,
-        0,
-        half.properties.clone(),
-    )
+    copy_to(half, TRANS_CHECK_MAX_TIME_TOPIC, 0, half.properties.clone())
 }
 
 /// An op record saying that the half messages at `half_offsets` of half queue `queue_id` are
@@ -436,10 +435,7 @@ mod tests {
         );
         assert_eq!(c.prepared_transaction_offset, 4_096);
         assert_eq!(c.properties, r.properties);
-        assert_eq!(
-            (c.flag, c.born_timestamp, c.reconsume_times),
-            (5, 1_000, 2)
-        );
+        assert_eq!((c.flag, c.born_timestamp, c.reconsume_times), (5, 1_000, 2));
         assert_eq!((c.born_host, c.store_host), (host(1), host(2)));
         assert_eq!(&c.body[..], b"body");
         assert!(c.body_crc_matches());
@@ -516,12 +512,18 @@ mod tests {
         let (mut r, mut props) = sent("Orders", 3);
         make_half(&mut r, &mut props);
         let d = discarded_record(&r);
-        assert_eq!((d.topic.as_str(), d.queue_id), (TRANS_CHECK_MAX_TIME_TOPIC, 0));
+        assert_eq!(
+            (d.topic.as_str(), d.queue_id),
+            (TRANS_CHECK_MAX_TIME_TOPIC, 0)
+        );
         assert_eq!(d.properties, r.properties);
         props.insert(keys::TRANSACTION_CHECK_TIMES, "1");
         let q = requeued_record(&r, &props);
         assert_eq!((q.topic.as_str(), q.queue_id), (TRANS_HALF_TOPIC, 0));
-        assert_eq!(q.property(keys::TRANSACTION_CHECK_TIMES).as_deref(), Some("1"));
+        assert_eq!(
+            q.property(keys::TRANSACTION_CHECK_TIMES).as_deref(),
+            Some("1")
+        );
         assert_eq!((q.flag, q.born_timestamp), (5, 1_000));
     }
 
