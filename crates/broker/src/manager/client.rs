@@ -407,6 +407,7 @@ impl ProducerManager {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
     use std::time::Duration;
 
     use apogee_protocol::RemotingCommand;
@@ -539,6 +540,29 @@ mod tests {
         );
         assert!(joined.changed && joined.notify.is_empty());
         assert!(m.channel_closed(conns[1].id()).notify.is_empty());
+    }
+
+    #[tokio::test]
+    async fn available_channels_take_turns_and_skip_closed_connections() {
+        let (_server, _clients, conns) = connections(3).await;
+        let p = ProducerManager::new();
+        assert!(p.available_channel("P").is_none());
+        p.register("P", channel(&conns[0], "a", 0));
+        p.register("P", channel(&conns[1], "b", 0));
+        p.register("Q", channel(&conns[2], "c", 0));
+        let picked: HashSet<u64> = (0..4)
+            .map(|_| p.available_channel("P").unwrap().id())
+            .collect();
+        assert_eq!(picked, HashSet::from([conns[0].id(), conns[1].id()]));
+        conns[0].close();
+        conns[0].closed().await;
+        for _ in 0..4 {
+            assert_eq!(p.available_channel("P").unwrap().id(), conns[1].id());
+        }
+        conns[1].close();
+        conns[1].closed().await;
+        assert!(p.available_channel("P").is_none());
+        assert_eq!(p.available_channel("Q").unwrap().id(), conns[2].id());
     }
 
     #[tokio::test]
