@@ -363,7 +363,12 @@ fn scan_queue(
                 .and_then(|t| t.trim().parse().ok()),
             immunity: props.get(keys::CHECK_IMMUNITY_TIME_IN_SECONDS),
         };
-        match judge(&facts, now_ms(), start_ms, limits) {
+        let verdict = judge(&facts, now_ms(), start_ms, limits);
+        if matches!(verdict, Verdict::Discard | Verdict::Check { .. }) && ops.read_more(b) {
+            // Op records not read yet may resolve it: read them, then look at it again.
+            continue;
+        }
+        match verdict {
             Verdict::Later => break,
             Verdict::Discard => {
                 info!(
@@ -389,10 +394,6 @@ fn scan_queue(
                 }
             }
             Verdict::Check { times } => {
-                // Op records not read yet may resolve it: read them first (same offset again).
-                if ops.read_more(b) {
-                    continue;
-                }
                 let mut props = props;
                 props.insert(keys::TRANSACTION_CHECK_TIMES, times.to_string());
                 let mut copy = requeued_record(&half, &props);

@@ -77,10 +77,19 @@ fn end(half: &Half, state: i32, from_check: bool) -> RemotingCommand {
     RemotingCommand::request_with_header(rc::END_TRANSACTION, &header)
 }
 
-/// Every record of a queue, read without waiting.
+/// Every record of a queue (up to 32), read without waiting.
 async fn read_queue(b: &TestBroker, topic: &str, queue_id: i32) -> Vec<MessageRecord> {
+    read_queue_from(b, topic, queue_id, 0).await
+}
+
+async fn read_queue_from(
+    b: &TestBroker,
+    topic: &str,
+    queue_id: i32,
+    offset: i64,
+) -> Vec<MessageRecord> {
     let r = b
-        .call(pull(&pull_header("CG_TX", topic, queue_id, 0)))
+        .call(pull(&pull_header("CG_TX", topic, queue_id, offset)))
         .await;
     if r.code != SUCCESS {
         return Vec::new();
@@ -481,6 +490,114 @@ async fn check_backs_resume_after_a_restart_with_their_count() {
         .unwrap();
     assert_eq!(r.code, SUCCESS);
     assert_eq!(read_queue(&b, "TxT", 2).await.len(), 1);
+    producer.close();
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn among_many_half_messages_only_the_unresolved_old_one_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.transaction_check_interval_ms = 50;
+    c.transaction_timeout_ms = 60_000;
+    let b = TestBroker::start(c).await;
+    let (producer, mut checks) = connect_producer(&b).await;
+    let long_ago = now_ms() - 70_000;
+    let mut halves = Vec::new();
+    for n in 0..40 {
+        let uniq = format!("MANY-{n}");
+        let mut request = half_send("TxMany", n % 4, &uniq);
+        if n == 5 || n == 20 {
+            // Old enough to be checked; #5 asks for a long immunity instead.
+            request.ext_fields.insert("g", long_ago.to_string());
+        }
+        if n == 5 {
+            let mut h = apogee_protocol::header::SendMessageRequestHeader::from_ext_fields_v2(
+                &request.ext_fields,
+            )
+            .unwrap();
+            let mut p = apogee_protocol::message::MessageProperties::decode_str(
+                h.properties.as_deref().unwrap(),
+            );
+            p.insert("CHECK_IMMUNITY_TIME_IN_SECONDS", "3600");
+            h.properties = Some(p.encode_to_string());
+            request = send_v2(&h, b"tx-body");
+        }
+        let r = b.call(request).await;
+        let h: SendMessageResponseHeader = r.decode_header().unwrap();
+        halves.push(Half {
+            queue_offset: h.queue_offset,
+            commit_log_offset: OffsetMsgId::parse(&h.msg_id).unwrap().physical_offset,
+            uniq,
+        });
+    }
+    for (n, half) in halves.iter().enumerate() {
+        if n != 5 && n != 20 {
+            let r = b
+                .call(end(half, sysflag::TRANSACTION_COMMIT_TYPE, false))
+                .await;
+            assert_eq!(r.code, SUCCESS, "{n}: {r:?}");
+        }
+    }
+    let (check, m) = checks.recv().await.unwrap();
+    assert_eq!(m.uniq_key().as_deref(), Some("MANY-20"));
+    let answer = Half {
+        queue_offset: check.tran_state_table_offset,
+        commit_log_offset: check.commit_log_offset,
+        uniq: "MANY-20".into(),
+    };
+    let r = producer
+        .invoke(
+            &b.addr,
+            end(&answer, sysflag::TRANSACTION_COMMIT_TYPE, true),
+            TIMEOUT,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.code, SUCCESS);
+    // #5 is within its immunity: re-queued by every scan, never checked, and its producer's
+    // own (original) commit is still accepted.
+    let runs = b.handle.transaction_stats().check_runs;
+    b.handle
+        .wait_transaction_stats(|s| s.check_runs >= runs + 2)
+        .await;
+    let r = b
+        .call(end(&halves[5], sysflag::TRANSACTION_COMMIT_TYPE, false))
+        .await;
+    assert_eq!(r.code, SUCCESS);
+    let runs = b.handle.transaction_stats().check_runs;
+    b.handle
+        .wait_transaction_stats(|s| s.check_runs >= runs + 3)
+        .await;
+    while let Ok((_, m)) = checks.try_recv() {
+        assert_eq!(m.uniq_key().as_deref(), Some("MANY-20"));
+    }
+    let runs = b.handle.transaction_stats().check_runs;
+    b.handle
+        .wait_transaction_stats(|s| s.check_runs >= runs + 2)
+        .await;
+    assert!(checks.try_recv().is_err());
+    let mut seen = std::collections::BTreeSet::new();
+    for queue_id in 0..4 {
+        for m in read_queue(&b, "TxMany", queue_id).await {
+            assert!(
+                seen.insert(m.uniq_key().unwrap().into_owned()),
+                "twice: {m:?}"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 40);
+    assert_eq!(b.handle.transaction_stats().committed, 40);
+    let copies = read_queue_from(&b, HALF, 0, 40).await;
+    let original = halves[5].queue_offset.to_string();
+    assert!(copies
+        .iter()
+        .any(|c| c.uniq_key().as_deref() == Some("MANY-5")
+            && c.property("TRAN_PREPARED_QUEUE_OFFSET").as_deref() == Some(original.as_str())));
+    assert!(copies
+        .iter()
+        .all(|c| c.uniq_key().as_deref() != Some("MANY-5")
+            || c.property("TRANSACTION_CHECK_TIMES").is_none()));
     producer.close();
     b.stop().await;
 }
