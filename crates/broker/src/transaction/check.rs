@@ -36,8 +36,12 @@ const MAX_OPS_PER_SCAN: usize = 100_000;
 /// How long sending one check-back may wait for room on its connection (Java: 10 ms oneway).
 const CHECK_SEND_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Runs scans every `transactionCheckInterval` until `stop`.
+/// Runs scans every `transactionCheckInterval` until `stop` (on a master only).
 pub(crate) async fn run(inner: Arc<BrokerInner>, mut stop: watch::Receiver<bool>) {
+    if inner.config.broker_id != 0 {
+        // Only a master checks transactions back (a slave's half queue is a replica).
+        return;
+    }
     let period = Duration::from_millis(inner.config.transaction_check_interval_ms.max(10));
     loop {
         tokio::select! {

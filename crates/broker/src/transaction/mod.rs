@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
+use apogee_protocol::codes::perm;
 use apogee_protocol::codes::request_code::CHECK_TRANSACTION_STATE;
 use apogee_protocol::header::CheckTransactionStateRequestHeader;
 use apogee_protocol::message::{
@@ -361,7 +362,7 @@ pub(crate) fn discard(b: &BrokerInner, half: &MessageRecord) -> Result<(), Strin
         .create_in_send_back(
             TRANS_CHECK_MAX_TIME_TOPIC,
             CHECK_MAX_TIME_TOPIC_QUEUE_NUMS,
-            apogee_protocol::codes::perm::READ | apogee_protocol::codes::perm::WRITE,
+            perm::READ | perm::WRITE,
             false,
             0,
         )
