@@ -1,6 +1,6 @@
 //! Starting and stopping a broker: open the store, load the managers, bind the remoting server,
-//! start the background tasks (registration, offset persistence, client expiry), and undo all of
-//! it in order on shutdown.
+//! start the background tasks (registration, offset persistence, client expiry, transaction
+//! check-back), and undo all of it in order on shutdown.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -30,6 +30,7 @@ use crate::manager::{
     lock, now_ms, ConsumerManager, ConsumerOffsetManager, Membership, ProducerManager,
     RebalanceLockManager, SubscriptionGroupManager, TopicConfigManager,
 };
+use crate::transaction::{self, TransactionStats, Transactions};
 use crate::{processor, register};
 
 /// Counters reported by GET_BROKER_RUNTIME_INFO.
@@ -56,6 +57,8 @@ pub(crate) struct BrokerInner {
     pub locks: RebalanceLockManager,
     pub holds: Arc<PullHoldService>,
     pub uniq_ids: UniqIdGenerator,
+    /// Transaction outcomes and counters (the rest of their state is in the store).
+    pub transactions: Transactions,
     /// Woken on every topic change: the registration task re-registers at once.
     pub topics_changed: Arc<Notify>,
     /// The topic data version (counter) of the last finished registration round.
@@ -184,6 +187,7 @@ impl Broker {
             locks: RebalanceLockManager::new(config.lock_max_live_time_ms),
             holds: PullHoldService::new(config.max_parked_pulls),
             uniq_ids: UniqIdGenerator::new(Some(ip)),
+            transactions: Transactions::new(),
             topics_changed,
             registered_topics_version: watch::Sender::new(i64::MIN),
             watched: Mutex::new(HashSet::new()),
@@ -221,6 +225,7 @@ impl Broker {
                 stop_rx.clone(),
             )),
             tokio::spawn(persist_offsets(Arc::clone(&inner), stop_rx.clone())),
+            tokio::spawn(transaction::check::run(Arc::clone(&inner), stop_rx.clone())),
             tokio::spawn(scan_clients(Arc::clone(&inner), stop_rx)),
         ];
         info!(
@@ -272,6 +277,18 @@ impl BrokerHandle {
     /// Resolves once exactly `n` pulls are parked.
     pub async fn wait_parked_pulls(&self, n: usize) {
         self.inner.holds.wait_parked(n).await
+    }
+
+    /// Counters of transactional messages: commits, rollbacks, check-backs, discards.
+    pub fn transaction_stats(&self) -> TransactionStats {
+        self.inner.transactions.stats()
+    }
+
+    /// Resolves once the transaction counters satisfy `ready` (checked at once and after every
+    /// change).
+    pub async fn wait_transaction_stats(&self, ready: impl Fn(&TransactionStats) -> bool) {
+        let mut rx = self.inner.transactions.subscribe();
+        let _ = rx.wait_for(|s| ready(s)).await;
     }
 
     /// Stops gracefully: parked pulls are answered, the server stops accepting and finishes the

@@ -128,6 +128,18 @@ pub struct BrokerConfig {
     /// SQL92 property filtering (`enablePropertyFilter`). On by default, unlike RocketMQ; when
     /// off, SQL92 subscriptions get SYSTEM_ERROR as from a Java broker.
     pub enable_property_filter: bool,
+    /// Refuse transaction half messages (NO_PERMISSION).
+    pub reject_transaction_message: bool,
+    /// How often the half queue is scanned for transactions to check back.
+    #[serde(rename = "transactionCheckInterval")]
+    pub transaction_check_interval_ms: u64,
+    /// A half message younger than this (or than its CHECK_IMMUNITY_TIME_IN_SECONDS) is not
+    /// checked back yet.
+    #[serde(rename = "transactionTimeOut")]
+    pub transaction_timeout_ms: u64,
+    /// Check-backs per half message; one more unresolved scan moves it to
+    /// TRANS_CHECK_MAX_TIME_TOPIC.
+    pub transaction_check_max: i32,
     pub store: StoreOptions,
 }
 
@@ -168,6 +180,10 @@ impl Default for BrokerConfig {
             max_transfer_bytes: 256 * 1024,
             default_query_max_num: 32,
             enable_property_filter: true,
+            reject_transaction_message: false,
+            transaction_check_interval_ms: 30_000,
+            transaction_timeout_ms: 6_000,
+            transaction_check_max: 15,
             store: StoreOptions::default(),
         }
     }
@@ -305,6 +321,10 @@ mod tests {
         assert_eq!(c.register_name_server_period_ms, 30_000);
         assert_eq!(c.channel_expired_timeout_ms, 120_000);
         assert_eq!(c.max_message_size_bytes, 4 * 1024 * 1024);
+        assert!(!c.reject_transaction_message);
+        assert_eq!(c.transaction_check_interval_ms, 30_000);
+        assert_eq!(c.transaction_timeout_ms, 6_000);
+        assert_eq!(c.transaction_check_max, 15);
         assert_eq!(c.store_config().root_dir, PathBuf::from("./data/store"));
     }
 
@@ -313,6 +333,8 @@ mod tests {
         let c = BrokerConfig::from_json(
             r#"{"brokerName":"b1","brokerIP1":"10.0.0.7","namesrvAddr":"n1:9876; n2:9876",
                 "flushDiskType":"SYNC_FLUSH","registerNameServerPeriod":5000,
+                "transactionCheckInterval":200,"transactionTimeOut":100,"transactionCheckMax":3,
+                "rejectTransactionMessage":true,
                 "store":{"mappedFileSizeCommitLog":1048576}}"#,
         )
         .unwrap();
@@ -321,6 +343,10 @@ mod tests {
         assert_eq!(c.namesrv_addrs, vec!["n1:9876", "n2:9876"]);
         assert_eq!(c.flush_disk_type, FlushDiskTypeConfig::SyncFlush);
         assert_eq!(c.register_period_ms(), 10_000);
+        assert_eq!(c.transaction_check_interval_ms, 200);
+        assert_eq!(c.transaction_timeout_ms, 100);
+        assert_eq!(c.transaction_check_max, 3);
+        assert!(c.reject_transaction_message);
         assert_eq!(c.store_config().commitlog_segment_bytes, 1_048_576);
         assert_eq!(c.store_config().flush_disk_type, FlushDiskType::Sync);
         assert_eq!(c.broker_cluster_name, "DefaultCluster");

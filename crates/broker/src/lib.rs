@@ -1,6 +1,7 @@
 //! `apogee-broker`: a RocketMQ 4.x broker. Request processors (one file per family of request
 //! codes, `processor/`), the managers that hold topics, subscription groups, offsets, connected
-//! clients and queue locks (`manager/`), long polling, and registration with name servers, over
+//! clients and queue locks (`manager/`), long polling, transactional messages and their check-back
+//! (`transaction/`), and registration with name servers, over
 //! the `apogee-store` message store and the `apogee-remoting` transport.
 //!
 //! Embeddable: [`Broker::start`] returns a [`BrokerHandle`] that a host process (the `apogee`
@@ -25,7 +26,9 @@ pub mod names;
 mod persist;
 mod processor;
 mod register;
+mod transaction;
 
 pub use broker::{Broker, BrokerHandle};
 pub use config::{BrokerConfig, FlushDiskTypeConfig, StoreOptions};
 pub use error::{BrokerError, Result};
+pub use transaction::TransactionStats;

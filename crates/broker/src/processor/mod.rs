@@ -10,6 +10,7 @@ mod offset;
 mod pull;
 mod query;
 mod send;
+mod transaction;
 
 use std::sync::Arc;
 
@@ -69,6 +70,7 @@ pub(crate) fn router(inner: Arc<BrokerInner>) -> Router {
         ),
         (&[rc::LOCK_BATCH_MQ, rc::UNLOCK_BATCH_MQ], lock::handle),
         (&[rc::QUERY_MESSAGE, rc::VIEW_MESSAGE_BY_ID], query::handle),
+        (&[rc::END_TRANSACTION], transaction::handle),
         (admin::CODES, admin::handle),
     ];
     let mut router = Router::new();

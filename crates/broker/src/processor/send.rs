@@ -4,7 +4,7 @@
 //! flush waits for the fsync without blocking a worker thread.
 //!
 //! Not yet here (issue 6): delay levels and timer messages are stored as plain messages (no
-//! SCHEDULE_TOPIC_XXXX rewrite), and transaction half messages are refused.
+//! SCHEDULE_TOPIC_XXXX rewrite). Transaction half messages go to RMQ_SYS_TRANS_HALF_TOPIC.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -35,6 +35,7 @@ use super::{persist_error, respond};
 use crate::broker::BrokerInner;
 use crate::manager::now_ms;
 use crate::names;
+use crate::transaction;
 
 /// `MQVersion.Version.V3_4_9.ordinal()`: from this client version on, the header's
 /// `maxReconsumeTimes` overrides the group's `retryMaxTimes`.
@@ -333,12 +334,13 @@ fn prepare_single(
         .and_then(|d| d.trim().parse().ok())
         .unwrap_or(0);
     // Clients before 4.6.1 marked retries of transaction messages TRAN_MSG too; those are retries.
-    if is_transaction_prepared(&props, h.sys_flag) && !(reconsume_times > 0 && delay_level > 0) {
-        // TODO(issue 6): half messages, END_TRANSACTION and the check-back.
+    let half =
+        is_transaction_prepared(&props, h.sys_flag) && !(reconsume_times > 0 && delay_level > 0);
+    if half && b.config.reject_transaction_message {
         return Err(respond(
             NO_PERMISSION,
             format!(
-                "the broker[{}] does not support transaction messages yet",
+                "the broker[{}] sending transaction message is forbidden",
                 b.store_host.ip()
             ),
         ));
@@ -397,6 +399,10 @@ fn prepare_single(
     record.born_host = normalize_host(ctx.peer_addr());
     record.store_host = b.store_host;
     record.reconsume_times = reconsume_times;
+    if half {
+        // Stored in the half queue; the reply still names the real queue.
+        transaction::make_half(&mut record, &mut props);
+    }
     let mut records = BytesMut::with_capacity(record.encoded_len());
     record
         .encode_into(&mut records)

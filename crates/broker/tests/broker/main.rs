@@ -12,3 +12,4 @@ mod register;
 mod restart;
 mod send_pull;
 mod sql_filter;
+mod transaction;

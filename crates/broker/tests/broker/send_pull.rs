@@ -232,11 +232,6 @@ async fn send_checks_answer_rocketmq_codes() {
         .await;
     assert_eq!(r.code, INVALID_PARAMETER);
 
-    let tx = props(&[("TRAN_MSG", "true"), ("PGROUP", "PG")]);
-    let r = b.call(send_v2(&send_header("T", 0, &tx), b"x")).await;
-    assert_eq!(r.code, NO_PERMISSION, "{r:?}");
-    assert!(r.remark.unwrap().contains("transaction"));
-
     let r = b.call(send_batch("%RETRY%G", 0, &[(b"a", "U1")])).await;
     assert_eq!(r.code, MESSAGE_ILLEGAL);
 
