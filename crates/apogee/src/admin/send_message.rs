@@ -65,7 +65,7 @@ pub async fn run(ctx: &Ctx, o: Opts) -> Result<()> {
         "brokerName": sent.queue.broker_name,
         "queueId": sent.queue.queue_id,
         "queueOffset": sent.queue_offset,
-        "sendStatus": format!("{:?}", sent.status),
+        "sendStatus": sent.status.name(),
         "msgId": sent.msg_id,
         "offsetMsgId": sent.offset_msg_id,
     });
@@ -82,7 +82,7 @@ pub async fn run(ctx: &Ctx, o: Opts) -> Result<()> {
             sent.queue.broker_name.clone(),
             sent.queue.queue_id.to_string(),
             sent.queue_offset.to_string(),
-            format!("{:?}", sent.status),
+            sent.status.name().to_owned(),
             sent.msg_id.clone(),
             sent.offset_msg_id.clone(),
         ]);
