@@ -128,6 +128,10 @@ pub struct BrokerConfig {
     /// SQL92 property filtering (`enablePropertyFilter`). On by default, unlike RocketMQ; when
     /// off, SQL92 subscriptions get SYSTEM_ERROR as from a Java broker.
     pub enable_property_filter: bool,
+    /// POP requests held by long polling at once (`popPollingSize`); past it POLLING_FULL.
+    pub pop_polling_size: usize,
+    /// The pop journal is compacted once it has grown by this many bytes.
+    pub pop_journal_compact_bytes: u64,
     pub store: StoreOptions,
 }
 
@@ -168,6 +172,8 @@ impl Default for BrokerConfig {
             max_transfer_bytes: 256 * 1024,
             default_query_max_num: 32,
             enable_property_filter: true,
+            pop_polling_size: 1024,
+            pop_journal_compact_bytes: 64 * 1024 * 1024,
             store: StoreOptions::default(),
         }
     }

@@ -23,9 +23,11 @@ pub mod long_polling;
 pub mod manager;
 pub mod names;
 mod persist;
+pub mod pop;
 mod processor;
 mod register;
 
 pub use broker::{Broker, BrokerHandle};
 pub use config::{BrokerConfig, FlushDiskTypeConfig, StoreOptions};
 pub use error::{BrokerError, Result};
+pub use pop::PopApi;

@@ -7,6 +7,7 @@ mod admin;
 mod client;
 mod lock;
 mod offset;
+mod pop;
 mod pull;
 mod query;
 mod send;
@@ -70,6 +71,7 @@ pub(crate) fn router(inner: Arc<BrokerInner>) -> Router {
         (&[rc::LOCK_BATCH_MQ, rc::UNLOCK_BATCH_MQ], lock::handle),
         (&[rc::QUERY_MESSAGE, rc::VIEW_MESSAGE_BY_ID], query::handle),
         (admin::CODES, admin::handle),
+        (pop::CODES, pop::handle),
     ];
     let mut router = Router::new();
     for (codes, handler) in families {
