@@ -322,6 +322,11 @@ impl PopApi {
         )
     }
 
+    /// Pops held by long polling right now.
+    pub fn parked(&self) -> usize {
+        self.inner.pop.parked()
+    }
+
     /// Messages popped and not yet acked, across every group.
     pub fn in_flight(&self) -> usize {
         self.inner.pop.in_flight()

@@ -58,6 +58,10 @@ impl PopManager {
         })
     }
 
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Acquire)
+    }
+
     pub fn in_flight(&self) -> usize {
         lock(&self.table).state.len()
     }
