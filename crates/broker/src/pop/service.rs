@@ -262,7 +262,10 @@ pub(crate) async fn pop(b: &Arc<BrokerInner>, mut r: PopRequest) -> Result<PopRe
             return Ok(result);
         }
         // A message in flight becoming visible again is an arrival too.
-        let next_visible = lock(&b.pop.table).state.next_visible_ms(&r.group, &r.topic);
+        let next_visible =
+            lock(&b.pop.table)
+                .state
+                .next_visible_ms(&r.group, &r.topic, &checked.queues, now_ms());
         let wake_at = match next_visible {
             Some(at) => {
                 let wait_ms = (at - now_ms()).max(0) as u64;

@@ -195,12 +195,20 @@ impl PopState {
         Ok(*e)
     }
 
-    /// The earliest time a message of `group`/`topic` becomes visible again (for parked pops).
-    pub fn next_visible_ms(&self, group: &str, topic: &str) -> Option<i64> {
+    /// The earliest time after `now_ms` a message of `group`/`topic` in one of `queue_ids`
+    /// becomes visible again (a parked pop wakes then).
+    pub fn next_visible_ms(
+        &self,
+        group: &str,
+        topic: &str,
+        queue_ids: &[i32],
+        now_ms: i64,
+    ) -> Option<i64> {
         self.queues
             .iter()
-            .filter(|((g, t, _), _)| g == group && t == topic)
+            .filter(|((g, t, q), _)| g == group && t == topic && queue_ids.contains(q))
             .flat_map(|(_, q)| q.values().map(InFlight::visible_at_ms))
+            .filter(|&at| at > now_ms)
             .min()
     }
 
@@ -287,7 +295,9 @@ mod tests {
         s.deliver(&key(), 1, 1_000, 500, true);
         assert!(s.is_locked(&key(), 1_300));
         assert!(!s.is_locked(&key(), 1_500));
-        assert_eq!(s.next_visible_ms("G", "T"), Some(1_300));
+        assert_eq!(s.next_visible_ms("G", "T", &[0], 1_000), Some(1_300));
+        assert_eq!(s.next_visible_ms("G", "T", &[0], 1_300), Some(1_500));
+        assert_eq!(s.next_visible_ms("G", "T", &[1], 1_000), None);
         assert_eq!(s.max_offset(&key()), Some(1));
     }
 
