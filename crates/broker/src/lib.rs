@@ -7,8 +7,9 @@
 //! binary's standalone mode runs a name server and a broker together) stops with
 //! [`BrokerHandle::shutdown`].
 //!
-//! On disk, under `data_dir`: `store/` (the message store, see `docs/storage-format.md`) and
-//! `pop/journal` (POP in-flight messages, see `docs/pop.md`) and `config/`, RocketMQ's JSON files in fastjson form, so a Java broker could read them:
+//! On disk, under `data_dir`: `store/` (the message store, see `docs/storage-format.md`),
+//! `pop/journal` (POP messages in flight, see `docs/pop.md`) and `config/`, RocketMQ's JSON
+//! files in fastjson form, so a Java broker could read them:
 //! `topics.json` (`TopicConfigSerializeWrapper`: `dataVersion` + `topicConfigTable`),
 //! `subscriptionGroup.json` (`SubscriptionGroupWrapper`) and `consumerOffset.json`
 //! (`{"offsetTable":{"topic@group":{0:12,1:30}}}`). Each is written atomically (temp file, fsync,
