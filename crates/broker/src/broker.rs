@@ -30,6 +30,7 @@ use crate::manager::{
     lock, now_ms, ConsumerManager, ConsumerOffsetManager, Membership, ProducerManager,
     RebalanceLockManager, SubscriptionGroupManager, TopicConfigManager,
 };
+use crate::pop::service::PopManager;
 use crate::transaction::{self, TransactionStats, Transactions};
 use crate::{processor, register};
 
@@ -69,6 +70,8 @@ pub(crate) struct BrokerInner {
     pub heartbeat_fingerprints: Mutex<HashMap<String, i32>>,
     /// Compiled SQL92 filters of the consumers' subscriptions.
     pub filters: FilterRegistry,
+    /// POP consumption: in-flight messages, their journal, parked pops.
+    pub pop: Arc<PopManager>,
     pub stats: Stats,
     pub started_ms: i64,
     pub shutting_down: AtomicBool,
@@ -193,6 +196,7 @@ impl Broker {
             watched: Mutex::new(HashSet::new()),
             heartbeat_fingerprints: Mutex::new(HashMap::new()),
             filters: FilterRegistry::new(),
+            pop: Arc::new(PopManager::open(&config)?),
             stats: Stats::default(),
             started_ms: now_ms(),
             shutting_down: AtomicBool::new(false),
@@ -204,12 +208,15 @@ impl Broker {
         });
         inner.topics.persist()?;
         inner.groups.persist()?;
+        crate::pop::service::raise_pop_offsets(&inner);
 
         let holds = Arc::clone(&inner.holds);
+        let pop = Arc::clone(&inner.pop);
         inner
             .store
             .set_append_listener(Arc::new(move |topic, queue_id, max| {
-                holds.notify(topic, queue_id, max)
+                holds.notify(topic, queue_id, max);
+                pop.notify_arrival(topic);
             }));
         let _ = gate.set(processor::router(Arc::clone(&inner)));
 
@@ -291,6 +298,14 @@ impl BrokerHandle {
         let _ = rx.wait_for(|s| ready(s)).await;
     }
 
+    /// The POP API (receive with receipt handles, ack, change invisible time) for the gRPC
+    /// layer.
+    pub fn pop_api(&self) -> crate::pop::PopApi {
+        crate::pop::PopApi {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
     /// Stops gracefully: parked pulls are answered, the server stops accepting and finishes the
     /// requests in flight, the broker unregisters from its name servers, configs and offsets are
     /// written, and the store is closed cleanly.
@@ -304,6 +319,7 @@ impl BrokerHandle {
         } = self;
         inner.shutting_down.store(true, Ordering::SeqCst);
         inner.holds.shutdown();
+        inner.pop.shutdown();
         server.shutdown().await;
         let _ = stop_tx.send(true);
         for t in tasks {

@@ -140,6 +140,10 @@ pub struct BrokerConfig {
     /// Check-backs per half message; one more unresolved scan moves it to
     /// TRANS_CHECK_MAX_TIME_TOPIC.
     pub transaction_check_max: i32,
+    /// POP requests held by long polling at once (`popPollingSize`); past it POLLING_FULL.
+    pub pop_polling_size: usize,
+    /// The pop journal is compacted once it has grown by this many bytes.
+    pub pop_journal_compact_bytes: u64,
     pub store: StoreOptions,
 }
 
@@ -184,6 +188,8 @@ impl Default for BrokerConfig {
             transaction_check_interval_ms: 30_000,
             transaction_timeout_ms: 6_000,
             transaction_check_max: 15,
+            pop_polling_size: 1024,
+            pop_journal_compact_bytes: 64 * 1024 * 1024,
             store: StoreOptions::default(),
         }
     }

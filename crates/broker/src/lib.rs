@@ -8,8 +8,9 @@
 //! binary's standalone mode runs a name server and a broker together) stops with
 //! [`BrokerHandle::shutdown`].
 //!
-//! On disk, under `data_dir`: `store/` (the message store, see `docs/storage-format.md`) and
-//! `config/`, RocketMQ's JSON files in fastjson form, so a Java broker could read them:
+//! On disk, under `data_dir`: `store/` (the message store, see `docs/storage-format.md`),
+//! `pop/journal` (POP messages in flight, see `docs/pop.md`) and `config/`, RocketMQ's JSON
+//! files in fastjson form, so a Java broker could read them:
 //! `topics.json` (`TopicConfigSerializeWrapper`: `dataVersion` + `topicConfigTable`),
 //! `subscriptionGroup.json` (`SubscriptionGroupWrapper`) and `consumerOffset.json`
 //! (`{"offsetTable":{"topic@group":{0:12,1:30}}}`). Each is written atomically (temp file, fsync,
@@ -24,6 +25,7 @@ pub mod long_polling;
 pub mod manager;
 pub mod names;
 mod persist;
+pub mod pop;
 mod processor;
 mod register;
 mod transaction;
@@ -31,4 +33,5 @@ mod transaction;
 pub use broker::{Broker, BrokerHandle};
 pub use config::{BrokerConfig, FlushDiskTypeConfig, StoreOptions};
 pub use error::{BrokerError, Result};
+pub use pop::PopApi;
 pub use transaction::TransactionStats;

@@ -7,6 +7,7 @@ mod admin;
 mod client;
 mod lock;
 mod offset;
+mod pop;
 mod pull;
 mod query;
 mod send;
@@ -72,6 +73,7 @@ pub(crate) fn router(inner: Arc<BrokerInner>) -> Router {
         (&[rc::QUERY_MESSAGE, rc::VIEW_MESSAGE_BY_ID], query::handle),
         (&[rc::END_TRANSACTION], transaction::handle),
         (admin::CODES, admin::handle),
+        (pop::CODES, pop::handle),
     ];
     let mut router = Router::new();
     for (codes, handler) in families {

@@ -7,6 +7,7 @@ mod admin;
 mod clients;
 mod long_poll;
 mod offsets;
+mod pop;
 mod query;
 mod register;
 mod restart;
