@@ -66,10 +66,6 @@ impl TimerLog {
         })
     }
 
-    pub fn file_bytes(&self) -> u64 {
-        self.file_bytes
-    }
-
     pub fn write_pos(&self) -> u64 {
         self.write_pos
     }
