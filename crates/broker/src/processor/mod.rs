@@ -10,6 +10,7 @@ mod offset;
 mod pull;
 mod query;
 mod send;
+mod send_back;
 
 use std::sync::Arc;
 
@@ -46,6 +47,7 @@ pub(crate) fn router(inner: Arc<BrokerInner>) -> Router {
             ],
             send::handle,
         ),
+        (&[rc::CONSUMER_SEND_MSG_BACK], send_back::handle),
         (&[rc::PULL_MESSAGE, rc::LITE_PULL_MESSAGE], pull::handle),
         (
             &[

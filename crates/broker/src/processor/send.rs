@@ -3,8 +3,9 @@
 //! builds stored records (STOREHOST, bornHost, UNIQ_KEY, CLUSTER), appends them, and under sync
 //! flush waits for the fsync without blocking a worker thread.
 //!
-//! Not yet here (issue 6): delay levels and timer messages are stored as plain messages (no
-//! SCHEDULE_TOPIC_XXXX rewrite), and transaction half messages are refused.
+//! Delay levels and timer messages are rewritten to `SCHEDULE_TOPIC_XXXX` / `rmq_sys_wheel_timer`
+//! by [`crate::schedule::handle_schedule_message`] (the response still names the real queue).
+//! Not yet here: transaction half messages are refused.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -38,7 +39,7 @@ use crate::names;
 
 /// `MQVersion.Version.V3_4_9.ordinal()`: from this client version on, the header's
 /// `maxReconsumeTimes` overrides the group's `retryMaxTimes`.
-const VERSION_V3_4_9: i32 = 121;
+pub(super) const VERSION_V3_4_9: i32 = 121;
 
 pub(crate) fn handle(
     b: &Arc<BrokerInner>,
@@ -360,6 +361,17 @@ fn prepare_single(
         }
     }
 
+    // Delay levels and timers wait in their system topic; the response names the real queue.
+    let mut record_queue_id = queue_id;
+    crate::schedule::handle_schedule_message(
+        b.store.config(),
+        &mut props,
+        &mut topic,
+        &mut record_queue_id,
+        h.sys_flag,
+        now_ms(),
+    )?;
+
     let uniq_key = match props.uniq_key() {
         Some(k) if !k.is_empty() => k.to_owned(),
         _ => {
@@ -372,7 +384,7 @@ fn prepare_single(
     let wait = wait_store_ok(&props);
 
     let mut record = MessageRecord::new(topic, req.body.clone(), props.to_bytes());
-    record.queue_id = queue_id;
+    record.queue_id = record_queue_id;
     record.flag = h.flag;
     record.sys_flag = sys_flag_for(&h, &config);
     record.born_timestamp = h.born_timestamp;
@@ -486,7 +498,7 @@ fn slice_of(whole: &Bytes, part: &[u8]) -> Bytes {
 
 /// A random number for queue selection, without a PRNG dependency: std's randomly keyed hasher
 /// over a counter.
-fn random_u32() -> u32 {
+pub(super) fn random_u32() -> u32 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
