@@ -393,7 +393,11 @@ mod tests {
         assert_eq!(s.delay_levels.max_level(), 2);
         assert_eq!(s.delay_levels.delay_ms(2), Some(2_000));
         assert_eq!(
-            (s.timer_precision_ms, s.timer_max_delay_sec, s.timer_roll_window_slots),
+            (
+                s.timer_precision_ms,
+                s.timer_max_delay_sec,
+                s.timer_roll_window_slots
+            ),
             (100, 60, 300)
         );
         assert_eq!((s.timer_wheel_slots, s.timer_log_file_bytes), (1200, 4800));

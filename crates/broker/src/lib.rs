@@ -36,7 +36,7 @@ mod worker;
 
 pub use broker::{Broker, BrokerHandle};
 pub use config::{BrokerConfig, FlushDiskTypeConfig, StoreOptions};
+pub use error::{BrokerError, Result};
 pub use reput::REPUT_FROM;
 pub use schedule::DelayOffsetSerializeWrapper;
 pub use timer::{CancelOutcome, TimerStats};
-pub use error::{BrokerError, Result};

@@ -97,11 +97,17 @@ mod tests {
         let c = RecordView::parse(&back).unwrap();
         assert_eq!(c.topic(), "REAL");
         assert_eq!((c.queue_id, c.flag, c.reconsume_times), (3, 9, 2));
-        assert_eq!((c.born_timestamp, c.born_host), (v.born_timestamp, v.born_host));
+        assert_eq!(
+            (c.born_timestamp, c.born_host),
+            (v.born_timestamp, v.born_host)
+        );
         assert_eq!(c.store_host, v.store_host);
         assert_eq!(c.body, b"body");
         assert_eq!(c.uniq_key().as_deref(), Some("U1"));
-        assert_eq!(c.property(REPUT_FROM).as_deref(), Some(at.to_string().as_str()));
+        assert_eq!(
+            c.property(REPUT_FROM).as_deref(),
+            Some(at.to_string().as_str())
+        );
         assert!(c.body_crc_matches());
     }
 }

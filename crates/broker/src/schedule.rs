@@ -564,7 +564,10 @@ mod tests {
             text,
             r#"{"dataVersion":{"counter":3,"stateVersion":0,"timestamp":1700000000000},"offsetTable":{1:12,3:40}}"#
         );
-        assert_eq!(DelayOffsetSerializeWrapper::decode(text.as_bytes()).unwrap(), w);
+        assert_eq!(
+            DelayOffsetSerializeWrapper::decode(text.as_bytes()).unwrap(),
+            w
+        );
         let old = DelayOffsetSerializeWrapper::decode(br#"{"offsetTable":{"2":7}}"#).unwrap();
         assert_eq!(old.offset_table.get(&2), Some(&7));
     }

@@ -82,9 +82,13 @@ pub enum CancelOutcome {
 
 impl TimerCore {
     pub fn open(store: Arc<MessageStore>) -> Result<TimerCore> {
+        Self::open_at(store, now_ms())
+    }
+
+    /// Opens as if started at `now` (ticks due by then may have been delivered before).
+    pub fn open_at(store: Arc<MessageStore>, now: i64) -> Result<TimerCore> {
         let cfg = store.config();
         let flush_interval_ms = cfg.timer_flush_interval_ms as i64;
-        let now = now_ms();
         let timer = TimerStore::open(
             &cfg.root_dir,
             TimerConfig::from_store(cfg),
@@ -151,14 +155,9 @@ impl TimerCore {
     /// Moves one batch of timer records into the timer log; true when more are waiting.
     fn enqueue(&mut self) -> std::result::Result<bool, StoreError> {
         let from = self.timer.enqueue_offset();
-        let res = self.store.get_messages(
-            TIMER_TOPIC,
-            0,
-            from,
-            ENQUEUE_BATCH,
-            usize::MAX,
-            &|_| true,
-        );
+        let res = self
+            .store
+            .get_messages(TIMER_TOPIC, 0, from, ENQUEUE_BATCH, usize::MAX, &|_| true);
         match res.status {
             GetMessageStatus::Found => {}
             GetMessageStatus::OffsetTooSmall
@@ -246,11 +245,12 @@ impl TimerCore {
             }
         })?;
         for off in markers {
-            if let Some(k) = self
-                .store
-                .message_at(off)
-                .and_then(|r| RecordView::parse(&r).ok()?.property(keys::TIMER_DEL_UNIQKEY).map(|k| k.into_owned()))
-            {
+            if let Some(k) = self.store.message_at(off).and_then(|r| {
+                RecordView::parse(&r)
+                    .ok()?
+                    .property(keys::TIMER_DEL_UNIQKEY)
+                    .map(|k| k.into_owned())
+            }) {
                 self.deletes.insert(k);
             }
         }
@@ -322,9 +322,8 @@ impl TimerCore {
         }
         props.insert(keys::TIMER_ENQUEUE_MS, v.store_timestamp.to_string());
         props.insert(keys::TIMER_DEQUEUE_MS, now.to_string());
-        let mut bytes = encode_reput(&v, off, &topic, queue_id, props).map_err(|e| {
-            StoreError::MessageIllegal(format!("timer message at {off}: {e}"))
-        });
+        let mut bytes = encode_reput(&v, off, &topic, queue_id, props)
+            .map_err(|e| StoreError::MessageIllegal(format!("timer message at {off}: {e}")));
         let bytes = match bytes.as_mut() {
             Ok(b) => b,
             Err(e) => {
