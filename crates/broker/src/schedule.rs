@@ -192,7 +192,6 @@ pub(crate) struct ScheduleCore {
     start_log_end: u64,
     /// Level -> no attempt before this time (after a failed re-put).
     backoff_until: BTreeMap<i32, i64>,
-    delivered: u64,
 }
 
 impl ScheduleCore {
@@ -226,18 +225,12 @@ impl ScheduleCore {
             last_persist_ms: now,
             started_ms: now,
             backoff_until: BTreeMap::new(),
-            delivered: 0,
         })
     }
 
     /// Next offset to deliver of each level.
     pub fn offsets(&self) -> BTreeMap<i32, i64> {
         self.offsets.clone()
-    }
-
-    /// Messages re-put since the start.
-    pub fn delivered(&self) -> u64 {
-        self.delivered
     }
 
     /// Delivers what is due at `now` on every level, writes the offsets when their interval has
@@ -362,7 +355,6 @@ impl ScheduleCore {
             .append(&mut bytes)
             .map_err(|e| format!("re-putting the message at {offset} to {topic} failed: {e}"))?;
         self.reput_end = self.reput_end.max(r.end_offset);
-        self.delivered += 1;
         Ok(())
     }
 
@@ -393,7 +385,7 @@ impl ScheduleCore {
     fn write(&mut self, offset_table: BTreeMap<i32, i64>) -> Result<()> {
         self.data_version.next_version(now_ms(), 0);
         let w = DelayOffsetSerializeWrapper {
-            data_version: Some(self.data_version.clone()),
+            data_version: Some(self.data_version),
             offset_table,
         };
         crate::persist::write_json(&self.path, &w)

@@ -5,9 +5,12 @@ mod common;
 
 mod admin;
 mod clients;
+mod delay;
 mod long_poll;
 mod offsets;
 mod query;
 mod register;
 mod restart;
+mod retry;
 mod send_pull;
+mod timer;
