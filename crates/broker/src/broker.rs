@@ -1,6 +1,6 @@
 //! Starting and stopping a broker: open the store, load the managers, bind the remoting server,
-//! start the background tasks (registration, offset persistence, client expiry), and undo all of
-//! it in order on shutdown.
+//! start the background tasks (registration, offset persistence, client expiry, transaction
+//! check-back), and undo all of it in order on shutdown.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -24,6 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
+use crate::filter::FilterRegistry;
 use crate::long_polling::PullHoldService;
 use crate::manager::{
     lock, now_ms, ConsumerManager, ConsumerOffsetManager, Membership, ProducerManager,
@@ -31,6 +32,7 @@ use crate::manager::{
 };
 use crate::schedule::{ScheduleCore, ScheduleService};
 use crate::timer::{cancel_timer, CancelOutcome, TimerCore, TimerService, TimerStats};
+use crate::transaction::{self, TransactionStats, Transactions};
 use crate::{processor, register};
 
 /// Counters reported by GET_BROKER_RUNTIME_INFO.
@@ -57,12 +59,18 @@ pub(crate) struct BrokerInner {
     pub locks: RebalanceLockManager,
     pub holds: Arc<PullHoldService>,
     pub uniq_ids: UniqIdGenerator,
+    /// Transaction outcomes and counters (the rest of their state is in the store).
+    pub transactions: Transactions,
     /// Woken on every topic change: the registration task re-registers at once.
     pub topics_changed: Arc<Notify>,
+    /// The topic data version (counter) of the last finished registration round.
+    pub registered_topics_version: watch::Sender<i64>,
     /// Connections with a task waiting for their close.
     watched: Mutex<HashSet<u64>>,
     /// Heartbeat-v2 fingerprint of each consumer group.
     pub heartbeat_fingerprints: Mutex<HashMap<String, i32>>,
+    /// Compiled SQL92 filters of the consumers' subscriptions.
+    pub filters: FilterRegistry,
     pub stats: Stats,
     pub started_ms: i64,
     pub shutting_down: AtomicBool,
@@ -113,6 +121,18 @@ impl BrokerInner {
         });
     }
 
+    /// Resolves once a registration round carrying topic data version `version` or newer has
+    /// finished with every name server, or after `max_wait`. As RocketMQ's send path registers
+    /// before it answers the send that created a topic, a client that asks a name server for the
+    /// route right after that send finds it (instead of waiting for its next route refresh, 30 s).
+    pub async fn wait_registered(&self, version: i64, max_wait: Duration) {
+        if self.config.namesrv_addrs.is_empty() || self.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut rx = self.registered_topics_version.subscribe();
+        let _ = tokio::time::timeout(max_wait, rx.wait_for(|v| *v >= version)).await;
+    }
+
     /// Persists every config table (best effort: errors are logged).
     pub fn persist_all(&self) {
         if let Err(e) = self.offsets.persist() {
@@ -132,7 +152,8 @@ pub struct Broker;
 
 impl Broker {
     /// Opens the store under `<data>/store`, loads `<data>/config`, binds `config.listen_addr`,
-    /// starts serving and registering with the configured name servers.
+    /// starts serving, and registers with the configured name servers (the first registration
+    /// has finished, or failed, when this returns).
     pub async fn start(config: BrokerConfig) -> Result<BrokerHandle> {
         config.check().map_err(BrokerError::Config)?;
         let ip = config.advertised_ip().map_err(BrokerError::Config)?;
@@ -169,9 +190,12 @@ impl Broker {
             locks: RebalanceLockManager::new(config.lock_max_live_time_ms),
             holds: PullHoldService::new(config.max_parked_pulls),
             uniq_ids: UniqIdGenerator::new(Some(ip)),
+            transactions: Transactions::new(),
             topics_changed,
+            registered_topics_version: watch::Sender::new(i64::MIN),
             watched: Mutex::new(HashSet::new()),
             heartbeat_fingerprints: Mutex::new(HashMap::new()),
+            filters: FilterRegistry::new(),
             stats: Stats::default(),
             started_ms: now_ms(),
             shutting_down: AtomicBool::new(false),
@@ -195,6 +219,9 @@ impl Broker {
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let client = RemotingClient::new(RemotingConfig::default());
+        // Once `start` returns, name servers route to this broker's topics: a client started
+        // right after finds them (each call is bounded by registerBrokerTimeoutMills).
+        register::register_all(&inner, &client).await;
         let tasks = vec![
             tokio::spawn(register::run(
                 Arc::clone(&inner),
@@ -202,6 +229,7 @@ impl Broker {
                 stop_rx.clone(),
             )),
             tokio::spawn(persist_offsets(Arc::clone(&inner), stop_rx.clone())),
+            tokio::spawn(transaction::check::run(Arc::clone(&inner), stop_rx.clone())),
             tokio::spawn(scan_clients(Arc::clone(&inner), stop_rx)),
         ];
         info!(
@@ -313,6 +341,18 @@ impl BrokerHandle {
             t.wake();
         }
         Ok(outcome)
+    }
+
+    /// Counters of transactional messages: commits, rollbacks, check-backs, discards.
+    pub fn transaction_stats(&self) -> TransactionStats {
+        self.inner.transactions.stats()
+    }
+
+    /// Resolves once the transaction counters satisfy `ready` (checked at once and after every
+    /// change).
+    pub async fn wait_transaction_stats(&self, ready: impl Fn(&TransactionStats) -> bool) {
+        let mut rx = self.inner.transactions.subscribe();
+        let _ = rx.wait_for(|s| ready(s)).await;
     }
 
     /// Stops gracefully: parked pulls are answered, the server stops accepting and finishes the

@@ -145,6 +145,21 @@ pub struct BrokerConfig {
     /// Timer messages due this many ticks or more ahead are rolled (`timerRollWindowSlot`).
     #[serde(rename = "timerRollWindowSlot")]
     pub timer_roll_window_slots: u64,
+    /// SQL92 property filtering (`enablePropertyFilter`). On by default, unlike RocketMQ; when
+    /// off, SQL92 subscriptions get SYSTEM_ERROR as from a Java broker.
+    pub enable_property_filter: bool,
+    /// Refuse transaction half messages (NO_PERMISSION).
+    pub reject_transaction_message: bool,
+    /// How often the half queue is scanned for transactions to check back.
+    #[serde(rename = "transactionCheckInterval")]
+    pub transaction_check_interval_ms: u64,
+    /// A half message younger than this (or than its CHECK_IMMUNITY_TIME_IN_SECONDS) is not
+    /// checked back yet.
+    #[serde(rename = "transactionTimeOut")]
+    pub transaction_timeout_ms: u64,
+    /// Check-backs per half message; one more unresolved scan moves it to
+    /// TRANS_CHECK_MAX_TIME_TOPIC.
+    pub transaction_check_max: i32,
     pub store: StoreOptions,
 }
 
@@ -190,6 +205,11 @@ impl Default for BrokerConfig {
             timer_precision_ms: 1_000,
             timer_max_delay_sec: 3 * 24 * 3600,
             timer_roll_window_slots: 2 * 24 * 3600,
+            enable_property_filter: true,
+            reject_transaction_message: false,
+            transaction_check_interval_ms: 30_000,
+            transaction_timeout_ms: 6_000,
+            transaction_check_max: 15,
             store: StoreOptions::default(),
         }
     }
@@ -354,6 +374,10 @@ mod tests {
         assert_eq!(c.register_name_server_period_ms, 30_000);
         assert_eq!(c.channel_expired_timeout_ms, 120_000);
         assert_eq!(c.max_message_size_bytes, 4 * 1024 * 1024);
+        assert!(!c.reject_transaction_message);
+        assert_eq!(c.transaction_check_interval_ms, 30_000);
+        assert_eq!(c.transaction_timeout_ms, 6_000);
+        assert_eq!(c.transaction_check_max, 15);
         assert_eq!(c.store_config().root_dir, PathBuf::from("./data/store"));
     }
 
@@ -362,6 +386,8 @@ mod tests {
         let c = BrokerConfig::from_json(
             r#"{"brokerName":"b1","brokerIP1":"10.0.0.7","namesrvAddr":"n1:9876; n2:9876",
                 "flushDiskType":"SYNC_FLUSH","registerNameServerPeriod":5000,
+                "transactionCheckInterval":200,"transactionTimeOut":100,"transactionCheckMax":3,
+                "rejectTransactionMessage":true,
                 "store":{"mappedFileSizeCommitLog":1048576}}"#,
         )
         .unwrap();
@@ -370,6 +396,10 @@ mod tests {
         assert_eq!(c.namesrv_addrs, vec!["n1:9876", "n2:9876"]);
         assert_eq!(c.flush_disk_type, FlushDiskTypeConfig::SyncFlush);
         assert_eq!(c.register_period_ms(), 10_000);
+        assert_eq!(c.transaction_check_interval_ms, 200);
+        assert_eq!(c.transaction_timeout_ms, 100);
+        assert_eq!(c.transaction_check_max, 3);
+        assert!(c.reject_transaction_message);
         assert_eq!(c.store_config().commitlog_segment_bytes, 1_048_576);
         assert_eq!(c.store_config().flush_disk_type, FlushDiskType::Sync);
         assert_eq!(c.broker_cluster_name, "DefaultCluster");
@@ -409,6 +439,18 @@ mod tests {
         assert!(bad.check().unwrap_err().contains("messageDelayLevel"));
         let bad = BrokerConfig::from_json(r#"{"timerRollWindowSlot":700000}"#).unwrap();
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn property_filter_is_on_by_default_and_can_be_turned_off() {
+        assert!(BrokerConfig::default().enable_property_filter);
+        assert!(
+            BrokerConfig::from_json("{}")
+                .unwrap()
+                .enable_property_filter
+        );
+        let off = BrokerConfig::from_json(r#"{"enablePropertyFilter":false}"#).unwrap();
+        assert!(!off.enable_property_filter);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `apogee-broker`: a RocketMQ 4.x broker. Request processors (one file per family of request
 //! codes, `processor/`), the managers that hold topics, subscription groups, offsets, connected
-//! clients and queue locks (`manager/`), long polling, and registration with name servers, over
+//! clients and queue locks (`manager/`), long polling, transactional messages and their check-back
+//! (`transaction/`), and registration with name servers, over
 //! the `apogee-store` message store and the `apogee-remoting` transport.
 //!
 //! Embeddable: [`Broker::start`] returns a [`BrokerHandle`] that a host process (the `apogee`
@@ -32,6 +33,7 @@ mod register;
 mod reput;
 mod schedule;
 pub mod timer;
+mod transaction;
 mod worker;
 
 pub use broker::{Broker, BrokerHandle};
@@ -40,3 +42,4 @@ pub use error::{BrokerError, Result};
 pub use reput::REPUT_FROM;
 pub use schedule::DelayOffsetSerializeWrapper;
 pub use timer::{CancelOutcome, TimerStats};
+pub use transaction::TransactionStats;

@@ -1,6 +1,7 @@
 //! Registration with name servers (`BrokerOuterAPI.registerBrokerAll`): REGISTER_BROKER to every
-//! configured name server in parallel at start, every `registerNameServerPeriod`, and right after
-//! a topic change; UNREGISTER_BROKER at shutdown.
+//! configured name server in parallel at start (before the broker reports itself started, as
+//! RocketMQ does), every `registerNameServerPeriod`, and right after a topic change;
+//! UNREGISTER_BROKER at shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,11 +22,14 @@ use crate::broker::BrokerInner;
 /// How long UNREGISTER_BROKER may take per name server at shutdown.
 const UNREGISTER_TIMEOUT_MS: u64 = 3_000;
 
-/// The REGISTER_BROKER request for the broker's current topics.
-pub(crate) fn register_request(inner: &BrokerInner) -> Option<RemotingCommand> {
+/// The REGISTER_BROKER request for the broker's current topics, and the topic data version
+/// (counter) it carries.
+pub(crate) fn register_request(inner: &BrokerInner) -> Option<(RemotingCommand, i64)> {
+    let wrapper = inner.topics.wrapper();
+    let version = wrapper.data_version.counter;
     let body = RegisterBrokerBody {
         filter_server_list: Vec::new(),
-        topic_config_serialize_wrapper: inner.topics.wrapper(),
+        topic_config_serialize_wrapper: wrapper,
     };
     let bytes = match body.encode() {
         Ok(b) => b,
@@ -46,16 +50,20 @@ pub(crate) fn register_request(inner: &BrokerInner) -> Option<RemotingCommand> {
         body_crc32: crc32_masked(&bytes) as i32,
         zone_name: None,
     };
-    Some(RemotingCommand::request_with_header(REGISTER_BROKER, &header).with_body(bytes))
+    Some((
+        RemotingCommand::request_with_header(REGISTER_BROKER, &header).with_body(bytes),
+        version,
+    ))
 }
 
-/// Registers with every name server in parallel; returns how many accepted.
+/// Registers with every name server in parallel; returns how many accepted. Once every call has
+/// finished, the topic data version it carried is published for [`BrokerInner::wait_registered`].
 pub(crate) async fn register_all(inner: &BrokerInner, client: &RemotingClient) -> usize {
     let addrs = &inner.config.namesrv_addrs;
     if addrs.is_empty() {
         return 0;
     }
-    let Some(request) = register_request(inner) else {
+    let Some((request, version)) = register_request(inner) else {
         return 0;
     };
     let timeout = Duration::from_millis(inner.config.register_broker_timeout_ms);
@@ -83,6 +91,13 @@ pub(crate) async fn register_all(inner: &BrokerInner, client: &RemotingClient) -
             Err(e) => warn!("registration task failed: {e}"),
         }
     }
+    inner.registered_topics_version.send_if_modified(|v| {
+        let newer = version > *v;
+        if newer {
+            *v = version;
+        }
+        newer
+    });
     ok
 }
 
@@ -116,7 +131,10 @@ pub(crate) async fn unregister_all(inner: &BrokerInner, client: &RemotingClient)
     }
 }
 
-/// The registration loop: at once, then every period and after each topic change, until stopped.
+/// The registration loop, after the first registration that [`Broker::start`] makes itself:
+/// every period and after each topic change, until stopped.
+///
+/// [`Broker::start`]: crate::Broker::start
 pub(crate) async fn run(
     inner: Arc<BrokerInner>,
     client: RemotingClient,
@@ -127,15 +145,15 @@ pub(crate) async fn run(
     }
     let period = Duration::from_millis(inner.config.register_period_ms());
     loop {
-        let registration = register_all(&inner, &client);
-        tokio::select! {
-            _ = stop.changed() => return,
-            _ = registration => {}
-        }
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(period) => {}
             _ = inner.topics_changed.notified() => {}
+        }
+        let registration = register_all(&inner, &client);
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = registration => {}
         }
     }
 }

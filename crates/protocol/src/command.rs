@@ -588,6 +588,13 @@ struct JsonHeader {
 }
 
 fn decode_json_header(header: &[u8]) -> Result<RemotingCommand> {
+    // serde would also read a JSON array into the struct, positionally; a RocketMQ header is
+    // always an object, and fastjson refuses anything else.
+    if header.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ProtocolError::InvalidJson(
+            "the header is not a JSON object".into(),
+        ));
+    }
     let h: JsonHeader =
         serde_json::from_slice(header).map_err(|e| ProtocolError::InvalidJson(e.to_string()))?;
     Ok(RemotingCommand {
@@ -1022,6 +1029,42 @@ mod tests {
                 "header cut to {short} bytes"
             );
         }
+    }
+
+    #[test]
+    fn json_headers_that_are_not_objects_are_rejected() {
+        for header in [
+            &b"[310, \"JAVA\", 479, 42, 0]"[..],
+            b"[]",
+            b"310",
+            b"\"code\"",
+            b"null",
+            b"",
+            b"   ",
+        ] {
+            let mut payload = BytesMut::new();
+            payload.put_u32(header.len() as u32);
+            payload.put_slice(header);
+            assert!(
+                matches!(
+                    RemotingCommand::decode_payload(payload.freeze()),
+                    Err(ProtocolError::InvalidJson(_))
+                ),
+                "{:?}",
+                String::from_utf8_lossy(header)
+            );
+        }
+        // Leading whitespace before the object is still fine.
+        let mut payload = BytesMut::new();
+        let header = b" \n{\"code\":34}";
+        payload.put_u32(header.len() as u32);
+        payload.put_slice(header);
+        assert_eq!(
+            RemotingCommand::decode_payload(payload.freeze())
+                .unwrap()
+                .code,
+            34
+        );
     }
 
     #[test]

@@ -19,6 +19,14 @@ use crate::segment::{file_name, parse_file_name, Segment};
 pub const BLANK_MAGIC: u32 = 0xCBD4_3194;
 /// A record is written only if this many bytes stay free after it, for a blank filler.
 pub const END_FILE_MIN_BLANK_BYTES: u64 = 8;
+/// How far ahead of a write the writer brings segment pages into the page cache (see
+/// [`Segment::prefault`]). Large enough to make the zero-writes cheap, small enough that a flush
+/// rarely writes many zero pages that are overwritten soon after.
+const PREFAULT_BYTES: u64 = 512 * 1024;
+/// Writes of at least this many bytes go through `pwrite` instead of the mapping: the kernel then
+/// fills whole fresh pages in bulk, and pages never dirtied through the mapping need no TLB
+/// shootdown when the flusher writes them back (costly inter-processor interrupts in a VM).
+const PWRITE_MIN_BYTES: usize = 8 * 1024;
 
 /// Proof that the caller is the single writer. Only the store creates one, inside its append mutex.
 pub(crate) struct WriterToken(());
@@ -35,6 +43,8 @@ pub(crate) struct CommitLog {
     segments: RwLock<Vec<Arc<Segment>>>,
     /// Published end of the log.
     write_pos: AtomicU64,
+    /// Bytes below this offset (and above the write position) were prefaulted by the writer.
+    prefaulted: AtomicU64,
     /// First offset still stored (start of the oldest segment, or later after recovery of an
     /// empty log).
     min_offset: AtomicU64,
@@ -60,6 +70,7 @@ impl CommitLog {
             segment_bytes,
             segments: RwLock::new(Vec::new()),
             write_pos: AtomicU64::new(0),
+            prefaulted: AtomicU64::new(0),
             min_offset: AtomicU64::new(0),
             read_only: AtomicBool::new(false),
             read_only_reason: Mutex::new(String::new()),
@@ -197,6 +208,7 @@ impl CommitLog {
             }
         }
         self.write_pos.store(end, Ordering::Release);
+        self.prefaulted.store(end, Ordering::Relaxed);
         if segs.is_empty() {
             self.min_offset.store(end, Ordering::Release);
         }
@@ -272,6 +284,25 @@ impl CommitLog {
                 "write of {} bytes at {pos} crosses the segment end",
                 data.len()
             )));
+        }
+        if data.len() >= PWRITE_MIN_BYTES {
+            // SAFETY: single writer (token); readers only see bytes below the published position.
+            return unsafe { seg.write_through_file(in_seg, data) }
+                .map_err(|e| StoreError::io(seg.path().display(), e));
+        }
+        let end = pos + data.len() as u64;
+        let prefaulted = self.prefaulted.load(Ordering::Relaxed);
+        if end > prefaulted {
+            // Never below `pos`: everything from `pos` on is unwritten, anything below may be data.
+            let from = prefaulted.max(pos);
+            let to = seg.end().min(end + PREFAULT_BYTES);
+            // SAFETY: single writer (token); `from..to` is above every byte written so far.
+            // A failure only loses the speed-up: the mapping still works.
+            let res = unsafe { seg.prefault((from - seg.start()) as usize, (to - from) as usize) };
+            if let Err(e) = res {
+                tracing::debug!("prefaulting {}: {e}", seg.path().display());
+            }
+            self.prefaulted.store(to, Ordering::Relaxed);
         }
         // SAFETY: single writer (token); readers only see bytes below the published position.
         unsafe { seg.write(in_seg, data) };

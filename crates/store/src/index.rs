@@ -17,7 +17,32 @@ const ENTRY_BYTES: usize = 20;
 
 /// Java `String.hashCode` made non-negative the way RocketMQ's index does.
 fn key_hash(key: &str) -> u32 {
-    let h = apogee_protocol::message::hash::java_string_hash(key);
+    non_negative(apogee_protocol::message::hash::java_string_hash(key))
+}
+
+/// `key_hash(topic + "#" + key)` without building the string (Java's hash folds UTF-16 units
+/// left to right, so the parts can be folded in turn).
+fn topic_key_hash(topic: &str, key: &str) -> u32 {
+    if topic.is_ascii() && key.is_ascii() {
+        // ASCII: each byte is one UTF-16 unit.
+        let h = topic
+            .bytes()
+            .chain(std::iter::once(b'#'))
+            .chain(key.bytes())
+            .fold(0i32, |h, b| h.wrapping_mul(31).wrapping_add(i32::from(b)));
+        return non_negative(h);
+    }
+    let h = topic
+        .encode_utf16()
+        .chain("#".encode_utf16())
+        .chain(key.encode_utf16())
+        .fold(0i32, |h, unit| {
+            h.wrapping_mul(31).wrapping_add(i32::from(unit))
+        });
+    non_negative(h)
+}
+
+fn non_negative(h: i32) -> u32 {
     if h == i32::MIN {
         0
     } else {
@@ -336,8 +361,23 @@ impl IndexService {
     }
 
     /// Indexes `key` (already `topic#key`) for the record at `phy_offset`.
+    #[cfg(test)]
     pub fn put(&self, key: &str, phy_offset: u64, store_timestamp_ms: i64) -> Result<()> {
-        let hash = key_hash(key);
+        self.put_hash(key_hash(key), phy_offset, store_timestamp_ms)
+    }
+
+    /// Indexes `topic#key` (the append path: no string is built).
+    pub fn put_topic_key(
+        &self,
+        topic: &str,
+        key: &str,
+        phy_offset: u64,
+        store_timestamp_ms: i64,
+    ) -> Result<()> {
+        self.put_hash(topic_key_hash(topic, key), phy_offset, store_timestamp_ms)
+    }
+
+    fn put_hash(&self, hash: u32, phy_offset: u64, store_timestamp_ms: i64) -> Result<()> {
         let mut files = self.files.write().unwrap_or_else(|p| p.into_inner());
         let need_new = files.last().map(|f| f.is_full()).unwrap_or(true);
         if need_new {
@@ -464,6 +504,23 @@ mod tests {
     use super::*;
 
     const T0: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn topic_key_hash_equals_the_hash_of_the_joined_string() {
+        for (t, k) in [
+            ("T", "k"),
+            ("TopicTest", "UNIQ-0A0B0C0D0E0F"),
+            ("主题", "clé-ключ"),
+            ("", ""),
+            ("%RETRY%group", "x y"),
+        ] {
+            assert_eq!(
+                topic_key_hash(t, k),
+                key_hash(&format!("{t}#{k}")),
+                "{t}#{k}"
+            );
+        }
+    }
 
     #[test]
     fn header_and_entry_layouts_are_pinned() {

@@ -22,7 +22,8 @@ pub use checkpoint::CheckpointData;
 pub use config::{DelayLevels, FlushDiskType, StoreConfig, DEFAULT_MESSAGE_DELAY_LEVEL};
 pub use consume_queue::CqEntry;
 pub use error::{Result, StoreError};
-pub use flush::FlushCallback;
+pub use flush::{FlushCallback, FlushStats};
 pub use store::{
     AppendListener, AppendResult, BoundaryType, GetMessageResult, GetMessageStatus, MessageStore,
+    RecordFilter,
 };

@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -114,13 +115,36 @@ impl Segment {
         std::ptr::copy_nonoverlapping(data.as_ptr(), self.map.as_mut_ptr().add(pos), data.len());
     }
 
+    /// Copies `data` to file position `pos` with `pwrite` (same page cache as the mapping).
+    ///
+    /// # Safety
+    /// As for [`Segment::write`].
+    pub unsafe fn write_through_file(&self, pos: usize, data: &[u8]) -> io::Result<()> {
+        assert!(pos + data.len() <= self.len, "write past segment end");
+        self.file.write_all_at(data, pos as u64)
+    }
+
     /// Fills `pos..end` with zeros.
+    ///
+    /// Whole pages are zeroed by the file system (`FALLOC_FL_ZERO_RANGE`: the blocks stay allocated
+    /// and turn back into unwritten extents, without reading or dirtying a page), so cutting the
+    /// tail of a large segment costs a metadata update, not a write of the whole tail. The partial
+    /// pages at either end, or everything on a file system without zero-range, are cleared through
+    /// the mapping.
     ///
     /// # Safety
     /// As for [`Segment::write`].
     pub unsafe fn zero(&self, pos: usize, end: usize) {
         assert!(pos <= end && end <= self.len, "zero range outside segment");
-        std::ptr::write_bytes(self.map.as_mut_ptr().add(pos), 0, end - pos);
+        const PAGE: usize = 4096;
+        let first_page = pos.div_ceil(PAGE) * PAGE;
+        let last_page = end / PAGE * PAGE;
+        if last_page > first_page && zero_range(&self.file, first_page, last_page - first_page) {
+            std::ptr::write_bytes(self.map.as_mut_ptr().add(pos), 0, first_page - pos);
+            std::ptr::write_bytes(self.map.as_mut_ptr().add(last_page), 0, end - last_page);
+        } else {
+            std::ptr::write_bytes(self.map.as_mut_ptr().add(pos), 0, end - pos);
+        }
     }
 
     /// The bytes at `pos..pos + len`.
@@ -145,6 +169,29 @@ impl Segment {
             pos,
             len,
         })
+    }
+
+    /// Brings `pos..pos + len` into the page cache as dirty zero pages by writing zeros through the
+    /// file, so that later stores through the mapping find the pages present and writable.
+    ///
+    /// Why: the first store to each page of a preallocated (unwritten-extent) file through a shared
+    /// mapping takes a read fault that zero-fills the page and then a write fault that converts the
+    /// block, costing several microseconds per 4 KiB page (the CommitLog appended at ~0.5 GB/s). A
+    /// `pwrite` of zeros in large chunks does the same work in bulk at several GB/s.
+    ///
+    /// # Safety
+    /// The caller is the segment's only writer and nothing has been or is being written to the range
+    /// (it lies above everything the writer wrote), so no record byte is overwritten.
+    pub unsafe fn prefault(&self, pos: usize, len: usize) -> io::Result<()> {
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let end = (pos + len).min(self.len);
+        let mut at = pos;
+        while at < end {
+            let n = (end - at).min(ZEROS.len());
+            self.file.write_all_at(&ZEROS[..n], at as u64)?;
+            at += n;
+        }
+        Ok(())
     }
 
     /// Makes every write so far durable (fdatasync: the size never changes, so no metadata waits).
@@ -181,6 +228,16 @@ impl AsRef<[u8]> for SegmentSlice {
         // SAFETY: the range was published before this slice was made and is immutable from then on.
         unsafe { self.segment.slice(self.pos, self.len) }
     }
+}
+
+/// Zeroes `len` bytes at `pos` (page-aligned) in the file system, keeping the blocks allocated.
+/// False if the file system cannot do it (the caller then writes zeros itself).
+fn zero_range(file: &File, pos: usize, len: usize) -> bool {
+    let (Ok(pos), Ok(len)) = (libc::off_t::try_from(pos), libc::off_t::try_from(len)) else {
+        return false;
+    };
+    // SAFETY: fallocate on a valid, owned descriptor; no memory is passed.
+    unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_ZERO_RANGE, pos, len) == 0 }
 }
 
 /// Allocates the blocks of `file` up to `len` bytes. Falls back to a sparse `set_len` on file systems
@@ -228,6 +285,53 @@ mod tests {
         let seg = Segment::open(&path, 4096, 8192).unwrap();
         assert_eq!(unsafe { seg.slice(100, 5) }, b"hello");
         assert_eq!(unsafe { seg.slice(0, 4) }, &[0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn zero_clears_exactly_the_range_including_partial_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(0));
+        let len = 64 * 1024;
+        let seg = Segment::create(&path, 0, len).unwrap();
+        unsafe { seg.write(0, &vec![0xAB; len]) };
+        seg.sync().unwrap();
+        // From inside one page to inside another, spanning whole pages.
+        unsafe { seg.zero(1000, 50_000) };
+        let check = |seg: &Segment| {
+            let b = unsafe { seg.slice(0, len) };
+            assert!(b[..1000].iter().all(|&x| x == 0xAB));
+            assert!(b[1000..50_000].iter().all(|&x| x == 0));
+            assert!(b[50_000..].iter().all(|&x| x == 0xAB));
+        };
+        check(&seg);
+        seg.sync().unwrap();
+        drop(seg);
+        check(&Segment::open(&path, 0, len).unwrap());
+        // Within one page.
+        let seg = Segment::open(&path, 0, len).unwrap();
+        unsafe { seg.zero(60_000, 60_010) };
+        assert_eq!(
+            unsafe { seg.slice(59_999, 12) },
+            &[0xAB, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xAB]
+        );
+    }
+
+    #[test]
+    fn prefault_leaves_written_bytes_alone_and_zeroes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(file_name(0));
+        let seg = Segment::create(&path, 0, 8192).unwrap();
+        unsafe { seg.write(0, &[7u8; 100]) };
+        unsafe { seg.prefault(100, 1 << 20).unwrap() };
+        unsafe { seg.write(100, &[8u8; 10]) };
+        let want: Vec<u8> = [vec![7u8; 5], vec![8u8; 10], vec![0u8; 5]].concat();
+        assert_eq!(unsafe { seg.slice(95, 20) }, &want[..]);
+        assert!(unsafe { seg.slice(110, 8082) }.iter().all(|&b| b == 0));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            8192,
+            "never grows the file"
+        );
     }
 
     #[test]

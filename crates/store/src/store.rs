@@ -30,7 +30,7 @@ use crate::commitlog::{CommitLog, ScanStep, WriterToken};
 use crate::config::{FlushDiskType, StoreConfig};
 use crate::consume_queue::{ConsumeQueue, CqEntry};
 use crate::error::{Result, StoreError};
-use crate::flush::{self, FlushCallback, Flusher};
+use crate::flush::{self, FlushCallback, FlushStats, Flusher};
 use crate::index::{IndexMark, IndexService};
 use crate::SCHEDULE_TOPIC;
 
@@ -86,6 +86,9 @@ pub enum BoundaryType {
     Upper,
 }
 
+/// A predicate on a stored record's bytes, for reads that filter beyond the tags code.
+pub type RecordFilter<'a> = &'a dyn Fn(&[u8]) -> bool;
+
 /// How many consume-queue entries one `get_messages` call scans at most while filtering.
 const MAX_SCAN_ENTRIES: u64 = 800;
 
@@ -114,6 +117,8 @@ struct Inner {
 struct Prepared {
     rel_pos: usize,
     size: u32,
+    /// Length of PROPERTIES, the record's last field (indexing reads it without parsing again).
+    properties_len: usize,
     tags_code: i64,
     /// `DELAY` of a `SCHEDULE_TOPIC_XXXX` record: its tagsCode is its delivery time, known only
     /// once the store timestamp is.
@@ -337,6 +342,11 @@ impl MessageStore {
         self.inner.flusher.flushed_offset()
     }
 
+    /// CommitLog flush rounds (fdatasync calls, one per segment touched) and the time they took.
+    pub fn commitlog_flush_stats(&self) -> FlushStats {
+        self.inner.flusher.stats()
+    }
+
     /// Reads up to `max_count` records (and about `max_bytes`) from a queue, starting at logical
     /// `offset`, keeping those whose tags code passes `filter`.
     pub fn get_messages(
@@ -349,7 +359,33 @@ impl MessageStore {
         filter: &dyn Fn(i64) -> bool,
     ) -> GetMessageResult {
         self.inner
-            .get_messages(topic, queue_id, offset, max_count, max_bytes, filter)
+            .get_messages(topic, queue_id, offset, max_count, max_bytes, filter, None)
+    }
+
+    /// Like [`MessageStore::get_messages`], with a second filter on the stored record itself
+    /// (RocketMQ's `isMatchedByCommitLog`, used by SQL92 property filters). It sees each record
+    /// whose tags code passed `tags_filter`, before the record counts against the limits; records
+    /// it rejects are skipped like tag mismatches. Without it the read path is the tags-only one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn get_messages_matching(
+        &self,
+        topic: &str,
+        queue_id: i32,
+        offset: u64,
+        max_count: usize,
+        max_bytes: usize,
+        tags_filter: &dyn Fn(i64) -> bool,
+        record_filter: Option<RecordFilter<'_>>,
+    ) -> GetMessageResult {
+        self.inner.get_messages(
+            topic,
+            queue_id,
+            offset,
+            max_count,
+            max_bytes,
+            tags_filter,
+            record_filter,
+        )
     }
 
     pub fn max_offset(&self, topic: &str, queue_id: i32) -> u64 {
@@ -742,6 +778,7 @@ impl Inner {
     /// consume queues that lack them); returns the end of the last valid record.
     fn redispatch(&self, scan_from: u64, from: u64) -> Result<u64> {
         let mut last_ts = 0i64;
+        let mut last_queue = None;
         let end = self.commitlog.scan(
             scan_from.min(from),
             |rest, pos| self.scan_step(rest, pos),
@@ -749,7 +786,7 @@ impl Inner {
                 let v = RecordView::parse(bytes)
                     .map_err(|e| StoreError::Corrupt(format!("record at {offset}: {e}")))?;
                 last_ts = last_ts.max(v.store_timestamp);
-                self.dispatch_recovered(offset, &v, offset >= from)
+                self.dispatch_recovered(offset, &v, offset >= from, &mut last_queue)
             },
         )?;
         self.last_store_timestamp_ms
@@ -788,11 +825,24 @@ impl Inner {
         }
     }
 
-    fn dispatch_recovered(&self, offset: u64, v: &RecordView<'_>, index: bool) -> Result<()> {
+    /// Dispatches one record met by the recovery scan (to the index too when `index`). `last`
+    /// caches the queue of the previous record: records of one queue come in runs (batches), and
+    /// the map lookup is not free.
+    fn dispatch_recovered(
+        &self,
+        offset: u64,
+        v: &RecordView<'_>,
+        index: bool,
+        last: &mut Option<Arc<ConsumeQueue>>,
+    ) -> Result<()> {
         let topic = String::from_utf8_lossy(v.topic);
         let tx = TransactionType::from_sys_flag(v.sys_flag);
         if matches!(tx, TransactionType::NotType | TransactionType::Commit) {
-            let q = self.queue_or_create(&topic, v.queue_id);
+            let q = match last.take() {
+                Some(q) if q.queue_id() == v.queue_id && q.topic() == topic => q,
+                _ => self.queue_or_create(&topic, v.queue_id),
+            };
+            *last = Some(Arc::clone(&q));
             let logical = v.queue_offset.max(0) as u64;
             if logical < q.max_offset() {
                 // Already dispatched (idempotent re-dispatch); a different record there is not.
@@ -833,16 +883,15 @@ impl Inner {
             if key.is_empty() {
                 return;
             }
-            let full = format!("{topic}#{key}");
-            if let Err(e) = self.index.put(&full, offset, store_ts) {
-                tracing::warn!("indexing {full} failed: {e}");
+            if let Err(e) = self.index.put_topic_key(topic, key, offset, store_ts) {
+                tracing::warn!("indexing {topic}#{key} failed: {e}");
             }
         };
         for (name, value) in properties::iter(props) {
             if name == keys::UNIQ_KEY.as_bytes() {
-                put(&String::from_utf8_lossy(value));
+                put(&utf8_text(value));
             } else if name == keys::KEYS.as_bytes() {
-                let value = String::from_utf8_lossy(value);
+                let value = utf8_text(value);
                 for k in properties::split_keys(&value) {
                     put(k);
                 }
@@ -888,6 +937,7 @@ impl Inner {
             prepared.push(Prepared {
                 rel_pos: pos,
                 size: v.total_size() as u32,
+                properties_len: v.properties.len(),
                 tags_code: tags_code(properties::find_str(v.properties, keys::TAGS).as_deref()),
                 delay_level: schedule_delay_level(t, v.properties),
                 dispatched: matches!(tx, TransactionType::NotType | TransactionType::Commit),
@@ -936,10 +986,9 @@ impl Inner {
             )?;
         }
         for p in prepared.iter().filter(|p| p.indexed) {
-            let rec = &records[p.rel_pos..p.rel_pos + p.size as usize];
-            if let Ok(v) = RecordView::parse(rec) {
-                self.index_record(&topic, v.properties, base + p.rel_pos as u64, ts);
-            }
+            let end = p.rel_pos + p.size as usize;
+            let props = &records[end - p.properties_len..end];
+            self.index_record(&topic, props, base + p.rel_pos as u64, ts);
         }
         drop(w);
 
@@ -983,6 +1032,7 @@ impl Inner {
         Some(i64::from_be_bytes(a))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn get_messages(
         &self,
         topic: &str,
@@ -991,6 +1041,7 @@ impl Inner {
         max_count: usize,
         max_bytes: usize,
         filter: &dyn Fn(i64) -> bool,
+        record_filter: Option<RecordFilter<'_>>,
     ) -> GetMessageResult {
         let mut res = GetMessageResult {
             status: GetMessageStatus::NoMatchedLogicQueue,
@@ -1046,6 +1097,7 @@ impl Inner {
                 break;
             }
             match self.commitlog.read(e.commitlog_offset, e.size as usize) {
+                Some(b) if record_filter.is_some_and(|keep| !keep(&b)) => {}
                 Some(b) => {
                     res.total_bytes += b.len();
                     res.messages.push(b);
@@ -1208,6 +1260,15 @@ fn schedule_delay_level(topic: &str, props: &[u8]) -> Option<i32> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Text of a property value: valid UTF-8 (the usual case) is checked by the fast validator and
+/// borrowed; anything else is decoded lossily, as Java would.
+fn utf8_text(v: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(v) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v),
+    }
 }
 
 fn patch(rec: &mut [u8], queue_offset: u64, physical_offset: u64, ts: i64) -> Result<()> {

@@ -397,3 +397,44 @@ fn deleting_a_topic_removes_its_queues() {
     assert_eq!(store.max_offset("T", 0), 0);
     assert!(!dir.path().join("consumequeue").join("T").exists());
 }
+
+#[test]
+fn record_filter_sees_tag_matches_only_and_skips_what_it_rejects() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    for i in 0..6u8 {
+        let tag = if i < 4 { "TagA" } else { "TagB" };
+        store
+            .append(&mut record("T", 0, &[b'0' + i], Some(tag), None))
+            .unwrap();
+    }
+    let code_a = apogee_protocol::message::hash::tags_code(Some("TagA"));
+    let only_a = move |c: i64| c == code_a;
+    let seen = std::cell::RefCell::new(Vec::new());
+    let odd_body = |rec: &[u8]| {
+        let b = RecordView::parse(rec).unwrap().body[0];
+        seen.borrow_mut().push(b);
+        (b - b'0') % 2 == 1
+    };
+    let r = store.get_messages_matching("T", 0, 0, 10, usize::MAX, &only_a, Some(&odd_body));
+    let got: Vec<u8> = r
+        .messages
+        .iter()
+        .map(|m| RecordView::parse(m).unwrap().body[0])
+        .collect();
+    assert_eq!(got, b"13");
+    assert_eq!(r.queue_offsets, [1, 3]);
+    assert_eq!(r.next_begin_offset, 6);
+    // Only the records whose tags code passed were read and shown to the record filter.
+    assert_eq!(&seen.borrow()[..], b"0123");
+
+    let reject_all = |_: &[u8]| false;
+    let r = store.get_messages_matching("T", 0, 2, 10, usize::MAX, &all, Some(&reject_all));
+    assert_eq!(
+        (r.status, r.next_begin_offset, r.messages.len()),
+        (GetMessageStatus::NoMatchedMessage, 6, 0)
+    );
+    // Without a record filter the read is the tags-only one.
+    let r = store.get_messages_matching("T", 0, 0, 2, usize::MAX, &all, None);
+    assert_eq!((r.messages.len(), r.next_begin_offset), (2, 2));
+}

@@ -6,6 +6,7 @@
 //! sockets and the caller does the sending.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use apogee_protocol::body::{
@@ -317,6 +318,8 @@ fn notify_all(group: &str, info: &ConsumerGroupInfo) -> Vec<(String, ConnectionH
 #[derive(Default)]
 pub struct ProducerManager {
     groups: Mutex<HashMap<String, HashMap<u64, ClientChannel>>>,
+    /// Round-robin position of [`ProducerManager::available_channel`].
+    next_channel: AtomicUsize,
 }
 
 impl ProducerManager {
@@ -343,6 +346,23 @@ impl ProducerManager {
                 groups.remove(group);
             }
         }
+    }
+
+    /// One open connection of `group` (`getAvailableChannel`), taking members in turn so that
+    /// check-backs spread over the group; closed connections not yet dropped are passed over.
+    pub fn available_channel(&self, group: &str) -> Option<ConnectionHandle> {
+        let groups = lock(&self.groups);
+        let members = groups.get(group)?;
+        let mut open: Vec<&ClientChannel> = members
+            .values()
+            .filter(|c| !c.connection.is_closed())
+            .collect();
+        if open.is_empty() {
+            return None;
+        }
+        open.sort_by_key(|c| c.id());
+        let turn = self.next_channel.fetch_add(1, Ordering::Relaxed);
+        Some(open[turn % open.len()].connection.clone())
     }
 
     pub fn channel_closed(&self, connection_id: u64) {
@@ -387,6 +407,7 @@ impl ProducerManager {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
     use std::time::Duration;
 
     use apogee_protocol::RemotingCommand;
@@ -519,6 +540,29 @@ mod tests {
         );
         assert!(joined.changed && joined.notify.is_empty());
         assert!(m.channel_closed(conns[1].id()).notify.is_empty());
+    }
+
+    #[tokio::test]
+    async fn available_channels_take_turns_and_skip_closed_connections() {
+        let (_server, _clients, conns) = connections(3).await;
+        let p = ProducerManager::new();
+        assert!(p.available_channel("P").is_none());
+        p.register("P", channel(&conns[0], "a", 0));
+        p.register("P", channel(&conns[1], "b", 0));
+        p.register("Q", channel(&conns[2], "c", 0));
+        let picked: HashSet<u64> = (0..4)
+            .map(|_| p.available_channel("P").unwrap().id())
+            .collect();
+        assert_eq!(picked, HashSet::from([conns[0].id(), conns[1].id()]));
+        conns[0].close();
+        conns[0].closed().await;
+        for _ in 0..4 {
+            assert_eq!(p.available_channel("P").unwrap().id(), conns[1].id());
+        }
+        conns[1].close();
+        conns[1].closed().await;
+        assert!(p.available_channel("P").is_none());
+        assert_eq!(p.available_channel("Q").unwrap().id(), conns[2].id());
     }
 
     #[tokio::test]

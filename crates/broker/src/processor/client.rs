@@ -1,11 +1,15 @@
-//! Client membership: HEART_BEAT (34), UNREGISTER_CLIENT (35), GET_CONSUMER_LIST_BY_GROUP (38)
-//! (`ClientManageProcessor`, `ConsumerManageProcessor.getConsumerListByGroup`). Membership
-//! changes send NOTIFY_CONSUMER_IDS_CHANGED (40) to the group's channels.
+//! Client membership: HEART_BEAT (34), UNREGISTER_CLIENT (35), GET_CONSUMER_LIST_BY_GROUP (38),
+//! CHECK_CLIENT_CONFIG (46) (`ClientManageProcessor`, `ConsumerManageProcessor.getConsumerListByGroup`).
+//! Membership changes send NOTIFY_CONSUMER_IDS_CHANGED (40) to the group's channels. Heartbeats
+//! register the SQL92 filters of their subscriptions; a bad expression does not fail the
+//! heartbeat (as in RocketMQ) but is refused by CHECK_CLIENT_CONFIG, which Java consumers send
+//! before they start, and reported to the pulls that need it.
 
 use std::sync::Arc;
 
 use apogee_protocol::body::{
-    ConsumerData, GetConsumerListByGroupResponseBody, HeartbeatData, JsonBody, SubscriptionData,
+    CheckClientRequestBody, ConsumerData, GetConsumerListByGroupResponseBody, HeartbeatData,
+    JsonBody, SubscriptionData,
 };
 use apogee_protocol::codes::perm;
 use apogee_protocol::codes::request_code as rc;
@@ -17,7 +21,7 @@ use apogee_remoting::{not_supported, HandlerFuture, RequestContext};
 
 use super::{header, persist_error, respond, success, try_reply};
 use crate::broker::BrokerInner;
-use crate::filter::{tags_of, SUB_ALL};
+use crate::filter::{tags_of, unsupported_remark, ExpressionKind, SUB_ALL};
 use crate::manager::{lock, now_ms, ClientChannel, ConsumerRegistration};
 use crate::names;
 
@@ -29,6 +33,7 @@ pub(crate) fn handle(
     let response = match req.code {
         rc::HEART_BEAT => try_reply!(heartbeat(b, &ctx, &req)),
         rc::UNREGISTER_CLIENT => try_reply!(unregister(b, &ctx, &req)),
+        rc::CHECK_CLIENT_CONFIG => check_client_config(b, &req),
         rc::GET_CONSUMER_LIST_BY_GROUP => {
             let h: GetConsumerListByGroupRequestHeader = try_reply!(header(&req));
             let ids = b.consumers.client_ids(&h.consumer_group);
@@ -172,7 +177,65 @@ fn register_consumer(
         tracing::info!(group, "consumer group membership changed");
     }
     b.apply_membership(membership);
+    if !without_sub {
+        register_filters(b, group, &subs);
+    }
     Ok(())
+}
+
+/// Compiles the group's SQL92 subscriptions; the heartbeat succeeds whatever they hold.
+fn register_filters(b: &BrokerInner, group: &str, subs: &[SubscriptionData]) {
+    for (topic, why) in b.filters.register_group(group, subs) {
+        tracing::warn!(group, topic = %topic, "consumer subscribed with a bad filter: {why}");
+    }
+    // Filters of groups that went away are dropped once they outnumber the live groups.
+    let registered = b.filters.group_count();
+    if registered > 64 {
+        let online: std::collections::HashSet<String> =
+            b.consumers.group_names().into_iter().collect();
+        if registered > online.len() * 2 {
+            b.filters.retain_groups(|g| online.contains(g));
+        }
+    }
+}
+
+/// CHECK_CLIENT_CONFIG (`ClientManageProcessor.checkClientConfig`): whether this broker can
+/// filter by the subscription, with the parser's message when the expression is bad.
+fn check_client_config(b: &BrokerInner, req: &RemotingCommand) -> RemotingCommand {
+    let body = match CheckClientRequestBody::decode(&req.body) {
+        Ok(body) => body,
+        Err(e) => {
+            return respond(
+                SYSTEM_ERROR,
+                format!("cannot decode the check-client body: {e}"),
+            )
+        }
+    };
+    let Some(sub) = body.subscription_data else {
+        return success();
+    };
+    match ExpressionKind::of(Some(&sub.expression_type)) {
+        ExpressionKind::Tag => success(),
+        _ if !b.config.enable_property_filter => {
+            respond(SYSTEM_ERROR, unsupported_remark(&sub.expression_type))
+        }
+        ExpressionKind::Sql92 => match b.filters.compile(&sub.sub_string) {
+            Ok(_) => success(),
+            Err(e) => {
+                tracing::warn!(
+                    client = body.client_id.as_deref().unwrap_or(""),
+                    group = body.group.as_deref().unwrap_or(""),
+                    topic = %sub.topic,
+                    "consumer checked a bad filter: {e}"
+                );
+                respond(SUBSCRIPTION_PARSE_FAILED, e.to_string())
+            }
+        },
+        ExpressionKind::Other(ty) => respond(
+            SUBSCRIPTION_PARSE_FAILED,
+            format!("unknown expression type {ty:?}: this broker filters by TAG or SQL92"),
+        ),
+    }
 }
 
 fn unregister(

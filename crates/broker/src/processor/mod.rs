@@ -11,6 +11,7 @@ mod pull;
 mod query;
 mod send;
 mod send_back;
+mod transaction;
 
 use std::sync::Arc;
 
@@ -65,11 +66,13 @@ pub(crate) fn router(inner: Arc<BrokerInner>) -> Router {
                 rc::HEART_BEAT,
                 rc::UNREGISTER_CLIENT,
                 rc::GET_CONSUMER_LIST_BY_GROUP,
+                rc::CHECK_CLIENT_CONFIG,
             ],
             client::handle,
         ),
         (&[rc::LOCK_BATCH_MQ, rc::UNLOCK_BATCH_MQ], lock::handle),
         (&[rc::QUERY_MESSAGE, rc::VIEW_MESSAGE_BY_ID], query::handle),
+        (&[rc::END_TRANSACTION], transaction::handle),
         (admin::CODES, admin::handle),
     ];
     let mut router = Router::new();

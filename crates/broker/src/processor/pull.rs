@@ -2,7 +2,7 @@
 //! result handler and long polling.
 //!
 //! A pull runs the group, topic and subscription checks, reads from the store through the tag
-//! filter, and maps the store's status to a response code and a corrected next offset. When it
+//! filter (and, for SQL92, a property filter on each candidate record), and maps the store's status to a response code and a corrected next offset. When it
 //! finds nothing and may be suspended, it parks (see [`crate::long_polling`]) and runs again, without
 //! suspension, once the queue grows, its time is up, or the broker stops.
 
@@ -16,13 +16,13 @@ use apogee_protocol::codes::{perm, pull_sys_flag};
 use apogee_protocol::header::{PullMessageRequestHeader, PullMessageResponseHeader};
 use apogee_protocol::RemotingCommand;
 use apogee_remoting::{HandlerFuture, RequestContext};
-use apogee_store::{GetMessageResult, GetMessageStatus};
+use apogee_store::{GetMessageResult, GetMessageStatus, RecordFilter};
 use bytes::BytesMut;
 use tokio::time::Instant;
 
 use super::{header, respond, try_reply};
 use crate::broker::BrokerInner;
-use crate::filter::{FilterError, MessageFilter};
+use crate::filter::{unsupported_remark, ExpressionKind, FilterError, MessageFilter};
 use crate::long_polling::Wake;
 
 /// `ForbiddenType` values set with NO_PERMISSION.
@@ -211,9 +211,15 @@ fn pull_once(
         ));
     }
 
+    let property_filter = b.config.enable_property_filter;
     let filter = if pull_sys_flag::has_subscription(h.sys_flag) {
-        MessageFilter::build(h.subscription.as_deref(), h.expression_type.as_deref())
-            .map_err(filter_error)?
+        MessageFilter::build_with(
+            h.subscription.as_deref(),
+            h.expression_type.as_deref(),
+            property_filter,
+            |text| b.filters.compile(text),
+        )
+        .map_err(filter_error)?
     } else {
         let info = b.consumers.group(group).ok_or_else(|| {
             respond(
@@ -247,8 +253,12 @@ fn pull_once(
                 "the consumer's subscription not latest",
             ));
         }
-        MessageFilter::build(Some(&sub.sub_string), Some(&sub.expression_type))
-            .map_err(filter_error)?
+        match ExpressionKind::of(Some(&sub.expression_type)) {
+            ExpressionKind::Tag => {
+                MessageFilter::build_tags(Some(&sub.sub_string)).map_err(filter_error)?
+            }
+            _ => registered_filter(b, group, topic, &sub.expression_type, h.sub_version)?,
+        }
     };
 
     let result = read(b, h, &filter);
@@ -314,6 +324,38 @@ fn pull_once(
     })
 }
 
+/// The compiled filter of a heartbeat-registered non-TAG subscription, checked as RocketMQ
+/// checks its `ConsumerFilterData`: present (FILTER_DATA_NOT_EXIST), at least as new as the
+/// pull's `subVersion` (FILTER_DATA_NOT_LATEST), compiled (FILTER_DATA_NOT_EXIST again, here with
+/// the parser's message), and property filtering enabled (SYSTEM_ERROR).
+fn registered_filter(
+    b: &BrokerInner,
+    group: &str,
+    topic: &str,
+    expression_type: &str,
+    sub_version: i64,
+) -> Result<MessageFilter, RemotingCommand> {
+    const NOT_EXIST: &str =
+        "The broker's consumer filter data is not exist!Your expression may be wrong!";
+    let registered = b
+        .filters
+        .get(group, topic)
+        .ok_or_else(|| respond(FILTER_DATA_NOT_EXIST, NOT_EXIST))?;
+    if registered.sub_version < sub_version {
+        return Err(respond(
+            FILTER_DATA_NOT_LATEST,
+            "the consumer's consumer filter data not latest",
+        ));
+    }
+    let filter = registered
+        .compiled
+        .map_err(|why| respond(FILTER_DATA_NOT_EXIST, format!("{NOT_EXIST} {why}")))?;
+    if !b.config.enable_property_filter {
+        return Err(respond(SYSTEM_ERROR, unsupported_remark(expression_type)));
+    }
+    Ok(MessageFilter::Sql(filter))
+}
+
 /// Reads from the store with RocketMQ's per-pull limits (32 messages, 256 KiB beyond the first).
 fn read(b: &BrokerInner, h: &PullMessageRequestHeader, filter: &MessageFilter) -> GetMessageResult {
     if h.queue_offset < 0 {
@@ -340,13 +382,16 @@ fn read(b: &BrokerInner, h: &PullMessageRequestHeader, filter: &MessageFilter) -
     if let Some(limit) = h.max_msg_bytes.filter(|&l| l > 0) {
         max_bytes = max_bytes.min(limit as usize);
     }
-    b.store.get_messages(
+    let record_filter = filter.record_filter();
+    let by_record = |record: &[u8]| record_filter.is_none_or(|f| f.matches_record(record));
+    b.store.get_messages_matching(
         &h.topic,
         h.queue_id,
         h.queue_offset as u64,
         max_count,
         max_bytes,
         &|tags_code| filter.matches(tags_code),
+        record_filter.map(|_| &by_record as RecordFilter<'_>),
     )
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Delay levels and timer messages are rewritten to `SCHEDULE_TOPIC_XXXX` / `rmq_sys_wheel_timer`
 //! by [`crate::schedule::handle_schedule_message`] (the response still names the real queue).
-//! Not yet here: transaction half messages are refused.
+//! Transaction half messages go to RMQ_SYS_TRANS_HALF_TOPIC.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -36,6 +36,7 @@ use super::{persist_error, respond};
 use crate::broker::BrokerInner;
 use crate::manager::now_ms;
 use crate::names;
+use crate::transaction;
 
 /// `MQVersion.Version.V3_4_9.ordinal()`: from this client version on, the header's
 /// `maxReconsumeTimes` overrides the group's `retryMaxTimes`.
@@ -64,8 +65,23 @@ pub(crate) fn handle(
         Ok(p) => p,
         Err(response) => return reply(b, response),
     };
-    store(b, p)
+    if !p.created_topic {
+        return store(b, p);
+    }
+    // The topic is new: like RocketMQ, register it before answering, so that a consumer started
+    // right after this send finds its route. Bounded, so a slow name server only delays the send.
+    let version = b.topics.data_version().counter;
+    let b = Arc::clone(b);
+    HandlerFuture::new(async move {
+        b.wait_registered(version, Duration::from_millis(REGISTER_WAIT_MS))
+            .await;
+        store(&b, p).await
+    })
 }
+
+/// How long a send that created its topic waits for the registration carrying it. Clients time
+/// sends out after 3 s; a name server on the same network answers in milliseconds.
+const REGISTER_WAIT_MS: u64 = 1_000;
 
 /// Records ready to append, and what the response needs.
 struct Prepared {
@@ -76,6 +92,8 @@ struct Prepared {
     uniq_key: Option<String>,
     /// `WAIT`: the producer wants the reply after the fsync (sync flush only).
     wait_store_ok: bool,
+    /// The send auto-created its topic: the reply waits for the name servers to learn of it.
+    created_topic: bool,
 }
 
 fn store(b: &Arc<BrokerInner>, mut p: Prepared) -> HandlerFuture {
@@ -173,12 +191,12 @@ fn store_error(e: StoreError) -> RemotingCommand {
 }
 
 /// `AbstractSendMessageProcessor.msgCheck`: permissions, topic name, topic existence (with
-/// auto-create) and queue id. Returns the topic's config.
+/// auto-create) and queue id. Returns the topic's config and whether this call created it.
 fn msg_check(
     b: &BrokerInner,
     ctx: &RequestContext,
     h: &SendMessageRequestHeader,
-) -> Result<TopicConfig, RemotingCommand> {
+) -> Result<(TopicConfig, bool), RemotingCommand> {
     if !perm::is_writeable(b.config.broker_permission) && b.topics.is_order_topic(&h.topic) {
         return Err(respond(
             NO_PERMISSION,
@@ -195,8 +213,8 @@ fn msg_check(
             format!("Sending message to topic[{}] is forbidden.", h.topic),
         ));
     }
-    let config = match b.topics.select(&h.topic) {
-        Some(c) => c,
+    let (config, created_now) = match b.topics.select(&h.topic) {
+        Some(c) => (c, false),
         None => {
             let is_retry = names::is_retry_topic(&h.topic);
             let topic_sys_flag = match (h.is_unit_mode(), is_retry) {
@@ -214,9 +232,10 @@ fn msg_check(
                 )
                 .map_err(persist_error)?;
             let created = match created {
-                Some(c) => Some(c.config),
-                None if is_retry => Some(
-                    b.topics
+                Some(c) => Some((c.config, c.created)),
+                None if is_retry => {
+                    let c = b
+                        .topics
                         .create_in_send_back(
                             &h.topic,
                             1,
@@ -224,9 +243,9 @@ fn msg_check(
                             false,
                             topic_sys_flag,
                         )
-                        .map_err(persist_error)?
-                        .config,
-                ),
+                        .map_err(persist_error)?;
+                    Some((c.config, c.created))
+                }
                 None => None,
             };
             created.ok_or_else(|| {
@@ -250,7 +269,7 @@ fn msg_check(
             ),
         ));
     }
-    Ok(config)
+    Ok((config, created_now))
 }
 
 fn pick_queue(requested: i32, config: &TopicConfig) -> Result<i32, RemotingCommand> {
@@ -305,7 +324,7 @@ fn prepare_single(
     req: &RemotingCommand,
     h: SendMessageRequestHeader,
 ) -> Result<Prepared, RemotingCommand> {
-    let mut config = msg_check(b, ctx, &h)?;
+    let (mut config, created_topic) = msg_check(b, ctx, &h)?;
     let mut queue_id = pick_queue(h.queue_id, &config)?;
     check_body(b, req.body.len())?;
     let mut props = MessageProperties::decode(h.properties.as_deref().unwrap_or("").as_bytes());
@@ -316,12 +335,13 @@ fn prepare_single(
         .and_then(|d| d.trim().parse().ok())
         .unwrap_or(0);
     // Clients before 4.6.1 marked retries of transaction messages TRAN_MSG too; those are retries.
-    if is_transaction_prepared(&props, h.sys_flag) && !(reconsume_times > 0 && delay_level > 0) {
-        // TODO(issue 6): half messages, END_TRANSACTION and the check-back.
+    let half =
+        is_transaction_prepared(&props, h.sys_flag) && !(reconsume_times > 0 && delay_level > 0);
+    if half && b.config.reject_transaction_message {
         return Err(respond(
             NO_PERMISSION,
             format!(
-                "the broker[{}] does not support transaction messages yet",
+                "the broker[{}] sending transaction message is forbidden",
                 b.store_host.ip()
             ),
         ));
@@ -342,8 +362,7 @@ fn prepare_single(
         };
         let orderly = !b.locks.is_lock_all_expired(&group, now_ms());
         if reconsume_times > max_reconsume_times || orderly {
-            // TODO(issue 6): CONSUMER_SEND_MSG_BACK and delayed retries; this is the plain-send
-            // routing a client falls back to.
+            // The plain-send routing a client falls back to when CONSUMER_SEND_MSG_BACK fails.
             topic = names::dlq_topic(&group);
             props.insert(keys::DELAY, "-1");
             config = b
@@ -362,15 +381,18 @@ fn prepare_single(
     }
 
     // Delay levels and timers wait in their system topic; the response names the real queue.
+    // (A half message waits for its commit instead.)
     let mut record_queue_id = queue_id;
-    crate::schedule::handle_schedule_message(
-        b.store.config(),
-        &mut props,
-        &mut topic,
-        &mut record_queue_id,
-        h.sys_flag,
-        now_ms(),
-    )?;
+    if !half {
+        crate::schedule::handle_schedule_message(
+            b.store.config(),
+            &mut props,
+            &mut topic,
+            &mut record_queue_id,
+            h.sys_flag,
+            now_ms(),
+        )?;
+    }
 
     let uniq_key = match props.uniq_key() {
         Some(k) if !k.is_empty() => k.to_owned(),
@@ -391,6 +413,10 @@ fn prepare_single(
     record.born_host = normalize_host(ctx.peer_addr());
     record.store_host = b.store_host;
     record.reconsume_times = reconsume_times;
+    if half {
+        // Stored in the half queue; the reply still names the real queue.
+        transaction::make_half(&mut record, &mut props);
+    }
     let mut records = BytesMut::with_capacity(record.encoded_len());
     record
         .encode_into(&mut records)
@@ -401,6 +427,7 @@ fn prepare_single(
         count: 1,
         uniq_key: Some(uniq_key),
         wait_store_ok: wait,
+        created_topic,
     })
 }
 
@@ -410,7 +437,7 @@ fn prepare_batch(
     req: &RemotingCommand,
     h: SendMessageRequestHeader,
 ) -> Result<Prepared, RemotingCommand> {
-    let config = msg_check(b, ctx, &h)?;
+    let (config, created_topic) = msg_check(b, ctx, &h)?;
     let queue_id = pick_queue(h.queue_id, &config)?;
     if h.topic.len() > i8::MAX as usize {
         return Err(respond(
@@ -484,6 +511,7 @@ fn prepare_batch(
         count,
         uniq_key: batch_props.uniq_key().map(str::to_owned),
         wait_store_ok: wait_store_ok(&batch_props),
+        created_topic,
     })
 }
 

@@ -13,4 +13,6 @@ mod register;
 mod restart;
 mod retry;
 mod send_pull;
+mod sql_filter;
 mod timer;
+mod transaction;

@@ -114,3 +114,123 @@ async fn an_unreachable_name_server_does_not_stop_the_broker() {
     );
     b.stop().await;
 }
+
+/// A slow name server that keeps every REGISTER_BROKER body it accepted, recorded as it answers,
+/// 200 ms after the request arrived.
+async fn recording_namesrv() -> (
+    RemotingServer,
+    std::sync::Arc<std::sync::Mutex<Vec<RegisterBrokerBody>>>,
+) {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = std::sync::Arc::clone(&seen);
+    let server = RemotingServer::bind(
+        "127.0.0.1:0",
+        RemotingConfig::default(),
+        move |_ctx: RequestContext, req: RemotingCommand| {
+            let sink = std::sync::Arc::clone(&sink);
+            HandlerFuture::new(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if req.code == rc::REGISTER_BROKER {
+                    if let Ok(body) = RegisterBrokerBody::decode(&req.body) {
+                        sink.lock().unwrap().push(body);
+                    }
+                }
+                Some(RemotingCommand::response(SUCCESS, None))
+            })
+        },
+    )
+    .await
+    .unwrap();
+    (server, seen)
+}
+
+#[tokio::test]
+async fn a_send_that_creates_its_topic_answers_after_the_name_server_has_the_topic() {
+    let (ns, seen) = recording_namesrv().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.namesrv_addrs = vec![ns.local_addr().to_string()];
+    let b = TestBroker::start(c).await;
+    for topic in ["NewAtOnce", "NewToo"] {
+        let r = b
+            .call(send_v2(&send_header(topic, 0, &props(&[])), b"x"))
+            .await;
+        assert_eq!(r.code, SUCCESS, "{r:?}");
+        // A consumer asking for the route right now would find it: the name server already has it.
+        let known = seen.lock().unwrap().iter().any(|body| {
+            body.topic_config_serialize_wrapper
+                .topic_config_table
+                .contains_key(topic)
+        });
+        assert!(
+            known,
+            "{topic} was not registered before the send was answered"
+        );
+    }
+    b.stop().await;
+    drop(ns);
+}
+
+#[tokio::test]
+async fn a_name_server_that_never_answers_delays_a_topic_creating_send_by_at_most_a_second() {
+    let answered = std::sync::atomic::AtomicBool::new(false);
+    let server = RemotingServer::bind(
+        "127.0.0.1:0",
+        RemotingConfig::default(),
+        move |_ctx: RequestContext, _req: RemotingCommand| {
+            // The registration at start is answered; every later one hangs.
+            if answered.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                HandlerFuture::new(std::future::pending::<Option<RemotingCommand>>())
+            } else {
+                HandlerFuture::reply(RemotingCommand::response(SUCCESS, None))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.namesrv_addrs = vec![server.local_addr().to_string()];
+    let b = TestBroker::start(c).await;
+    let started = std::time::Instant::now();
+    let r = b
+        .call(send_v2(&send_header("Stuck", 0, &props(&[])), b"x"))
+        .await;
+    assert_eq!(r.code, SUCCESS, "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // Sends to a topic that exists do not wait at all.
+    let r = b
+        .call(send_v2(&send_header("Stuck", 0, &props(&[])), b"y"))
+        .await;
+    assert_eq!(r.code, SUCCESS);
+    b.stop().await;
+    drop(server);
+}
+
+#[tokio::test]
+async fn the_broker_has_registered_its_topics_when_start_returns() {
+    let (ns, seen) = recording_namesrv().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.namesrv_addrs = vec![ns.local_addr().to_string()];
+    let b = TestBroker::start(c.clone()).await;
+    assert_eq!(
+        b.call(send_v2(&send_header("Kept", 0, &props(&[])), b"x"))
+            .await
+            .code,
+        SUCCESS
+    );
+    b.stop().await;
+    seen.lock().unwrap().clear();
+
+    // Restarted: the slow name server (200 ms) already has the topics before the first request.
+    let b = TestBroker::start(c).await;
+    let known = seen.lock().unwrap().iter().any(|body| {
+        body.topic_config_serialize_wrapper
+            .topic_config_table
+            .contains_key("Kept")
+    });
+    assert!(known, "start returned before the first registration");
+    b.stop().await;
+    drop(ns);
+}

@@ -6,11 +6,14 @@
 //! * [`subscription`]: tag and SQL92 expressions.
 //! * [`start_offset`]: where a queue starts when the group has no committed offset.
 //! * [`LitePullConsumer`]: `poll()` over background per-queue pulls.
+//! * [`PushConsumer`]: a listener called with pulled messages,
+//!   concurrently or in queue order.
 
 pub mod allocate;
 mod lite;
 pub mod offset_store;
 pub mod pull;
+pub mod push;
 pub mod subscription;
 
 use std::collections::BTreeMap;
@@ -19,6 +22,7 @@ use apogee_protocol::body::{ConsumeFromWhere, MessageQueue, SubscriptionData};
 use serde::Serialize;
 
 pub use lite::{LiteOptions, LitePullConsumer, LitePullConsumerBuilder};
+pub use push::{PushConsumer, PushConsumerBuilder, PushOptions};
 
 /// `ConsumerRunningInfo.PROP_CONSUME_TYPE`.
 pub const PROP_CONSUME_TYPE: &str = "PROP_CONSUME_TYPE";

@@ -323,6 +323,28 @@ impl Producer {
         }
     }
 
+    /// A producer for a consumer's own sends (the retry-topic fallback of failed messages),
+    /// in the instance's inner producer group and not registered with the instance (Java's
+    /// `MQClientInstance.defaultMQProducer`; the heartbeat lists that group anyway).
+    pub(crate) fn internal(instance: ClientInstance) -> Producer {
+        let group = crate::instance::CLIENT_INNER_PRODUCER_GROUP.to_owned();
+        Producer {
+            inner: Arc::new(ProducerInner {
+                group: group.clone(),
+                wire_group: group,
+                namespace: None,
+                options: ProducerOptions::default(),
+                fault: FaultStrategy::new(false),
+                instance,
+                topics: Mutex::new(BTreeSet::new()),
+                fallback: Mutex::new(HashMap::new()),
+                listener: None,
+                pending_checks: Arc::new(AtomicUsize::new(0)),
+                shut_down: AtomicBool::new(false),
+            }),
+        }
+    }
+
     /// The group as configured (without namespace).
     pub fn group(&self) -> &str {
         &self.inner.group

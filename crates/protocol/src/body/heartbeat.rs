@@ -142,3 +142,22 @@ impl Default for SubscriptionData {
         }
     }
 }
+
+/// CHECK_CLIENT_CONFIG (46) body (`body/CheckClientRequestBody.java`): a consumer about to start
+/// asks a broker whether it can filter by one of its subscriptions (SQL92 in practice).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CheckClientRequestBody {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The consumer group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// 5.x clients only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_data: Option<SubscriptionData>,
+}
+
+impl JsonBody for CheckClientRequestBody {}

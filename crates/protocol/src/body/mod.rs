@@ -29,8 +29,8 @@ use crate::json::{self, JsonForm};
 
 pub use connection::{Connection, ConsumerConnection, ProducerConnection};
 pub use heartbeat::{
-    ConsumeFromWhere, ConsumeType, ConsumerData, HeartbeatData, MessageModel, ProducerData,
-    SubscriptionData, EXPRESSION_TYPE_TAG,
+    CheckClientRequestBody, ConsumeFromWhere, ConsumeType, ConsumerData, HeartbeatData,
+    MessageModel, ProducerData, SubscriptionData, EXPRESSION_TYPE_TAG,
 };
 pub use lock::{LockBatchRequestBody, LockBatchResponseBody, UnlockBatchRequestBody};
 pub use message_queue::MessageQueue;

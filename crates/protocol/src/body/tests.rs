@@ -670,6 +670,34 @@ fn connections_round_trip_with_language_names() {
     );
 }
 
+/// CHECK_CLIENT_CONFIG as a Java push consumer sends it at start for a SQL92 subscription.
+const CHECK_CLIENT_EXAMPLE: &str = r#"{"clientId":"10.0.0.5@12345","group":"G1","subscriptionData":{"classFilterMode":false,"codeSet":[],"expressionType":"SQL92","subString":"a > 5 AND TAGS IS NOT NULL","subVersion":1700000000000,"tagsSet":[],"topic":"T1"}}"#;
+
+#[test]
+fn check_client_body_matches_the_java_client() {
+    let body = CheckClientRequestBody::decode(CHECK_CLIENT_EXAMPLE.as_bytes()).unwrap();
+    assert_eq!(body.client_id.as_deref(), Some("10.0.0.5@12345"));
+    assert_eq!(body.group.as_deref(), Some("G1"));
+    assert_eq!(body.namespace, None);
+    let sub = body.subscription_data.as_ref().unwrap();
+    assert_eq!(sub.expression_type, "SQL92");
+    assert_eq!(sub.sub_string, "a > 5 AND TAGS IS NOT NULL");
+    assert_eq!(text(body.encode().unwrap()), CHECK_CLIENT_EXAMPLE);
+    assert_round_trips(&body);
+    let with_ns = CheckClientRequestBody {
+        namespace: Some("ns".into()),
+        ..body
+    };
+    assert_round_trips(&with_ns);
+    // An empty body object (no subscription) and explicit nulls decode.
+    let empty = CheckClientRequestBody::decode(b"{}").unwrap();
+    assert_eq!(empty, CheckClientRequestBody::default());
+    assert_eq!(text(empty.encode().unwrap()), "{}");
+    let nulls =
+        CheckClientRequestBody::decode(br#"{"clientId":null,"subscriptionData":null}"#).unwrap();
+    assert_eq!(nulls, CheckClientRequestBody::default());
+}
+
 // ---- robustness ----
 
 fn assert_decoder_never_panics<T: JsonBody>(seed: &[u8]) {
@@ -686,6 +714,7 @@ fn assert_decoder_never_panics<T: JsonBody>(seed: &[u8]) {
 fn body_decoders_reject_prefixes_and_survive_garbage() {
     assert_decoder_never_panics::<HeartbeatData>(HEARTBEAT_EXAMPLE.as_bytes());
     assert_decoder_never_panics::<HeartbeatData>(CPP_HEARTBEAT.trim_end().as_bytes());
+    assert_decoder_never_panics::<CheckClientRequestBody>(CHECK_CLIENT_EXAMPLE.as_bytes());
     assert_decoder_never_panics::<TopicRouteData>(&sample_route().encode().unwrap());
     assert_decoder_never_panics::<RegisterBrokerBody>(
         &RegisterBrokerBody::default().encode().unwrap(),
