@@ -16,6 +16,10 @@
 //! (`{"offsetTable":{"topic@group":{0:12,1:30}}}`). Each is written atomically (temp file, fsync,
 //! rename, fsync of the folder); offsets every `flushConsumerOffsetInterval` and at shutdown,
 //! the others on every change.
+//!
+//! Delay levels (`schedule`: `SCHEDULE_TOPIC_XXXX`, `config/delayOffset.json`) and timer messages
+//! (`timer`: the store's timer wheel) are delivered by two background threads; CONSUMER_SEND_MSG_BACK
+//! feeds `%RETRY%<group>` through the delay levels and `%DLQ%<group>` at the end.
 
 mod broker;
 pub mod config;
@@ -28,10 +32,17 @@ mod persist;
 pub mod pop;
 mod processor;
 mod register;
+mod reput;
+mod schedule;
+pub mod timer;
 mod transaction;
+mod worker;
 
 pub use broker::{Broker, BrokerHandle};
 pub use config::{BrokerConfig, FlushDiskTypeConfig, StoreOptions};
 pub use error::{BrokerError, Result};
 pub use pop::PopApi;
+pub use reput::REPUT_FROM;
+pub use schedule::DelayOffsetSerializeWrapper;
+pub use timer::{CancelOutcome, TimerStats};
 pub use transaction::TransactionStats;

@@ -11,6 +11,7 @@ mod pop;
 mod pull;
 mod query;
 mod send;
+mod send_back;
 mod transaction;
 
 use std::sync::Arc;
@@ -48,6 +49,7 @@ pub(crate) fn router(inner: Arc<BrokerInner>) -> Router {
             ],
             send::handle,
         ),
+        (&[rc::CONSUMER_SEND_MSG_BACK], send_back::handle),
         (&[rc::PULL_MESSAGE, rc::LITE_PULL_MESSAGE], pull::handle),
         (
             &[
