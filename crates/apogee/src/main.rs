@@ -1,7 +1,8 @@
 //! The `apogee` executable: one binary, one subcommand per role: the servers (`standalone`,
-//! `namesrv`, `broker`) and the offline store tools; the proxy, admin and bench tools arrive with
-//! their issues.
+//! `namesrv`, `broker`), the load generator (`bench`) and the offline store tools; the proxy and
+//! admin tools arrive with their issues.
 
+mod bench;
 mod inspect;
 mod server;
 
@@ -37,8 +38,9 @@ enum Command {
     Proxy(Placeholder),
     /// The mqadmin commands (not implemented yet).
     Admin(Placeholder),
-    /// Load generators against a running cluster (not implemented yet).
-    Bench(Placeholder),
+    /// Load generator against any RocketMQ-compatible cluster: send and end-to-end throughput
+    /// and latency, or (--catch-up) a consumer reading a backlog.
+    Bench(Box<bench::BenchArgs>),
     /// Offline tools for a store directory.
     Store {
         #[command(subcommand)]
@@ -133,7 +135,7 @@ fn main() -> ExitCode {
         Command::Broker(args) => serve(server::Role::Broker, args),
         Command::Proxy(_) => not_implemented("proxy", 7),
         Command::Admin(_) => not_implemented("admin", 8),
-        Command::Bench(_) => not_implemented("bench", 8),
+        Command::Bench(args) => bench::run(*args),
         Command::Store {
             command: StoreCommand::Inspect(args),
         } => inspect::run(&args),
