@@ -83,8 +83,7 @@ pub async fn run_queue(
     mq: MessageQueue,
     mut offset: i64,
 ) {
-    let subscription = match build_subscription(&plan.topic, &MessageSelector::Tag("*".into()), 0)
-    {
+    let subscription = match build_subscription(&plan.topic, &MessageSelector::Tag("*".into()), 0) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("apogee bench: subscription: {e}");
@@ -130,7 +129,9 @@ pub async fn run_queue(
                 side.errors.fetch_add(1, Ordering::Relaxed);
                 if !reported_error {
                     reported_error = true;
-                    eprintln!("apogee bench: pull {mq} failed (further failures only counted): {e}");
+                    eprintln!(
+                        "apogee bench: pull {mq} failed (further failures only counted): {e}"
+                    );
                 }
                 tokio::time::sleep(BACKOFF_ON_ERROR).await;
                 continue;

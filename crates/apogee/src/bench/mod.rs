@@ -153,7 +153,9 @@ fn validate(a: &BenchArgs) -> Result<(), String> {
         return Err("--producers must be at least 1".into());
     }
     if a.queues < 1 || a.batch_size == 0 || a.in_flight == 0 || a.pull_batch < 1 {
-        return Err("--queues, --batch-size, --in-flight and --pull-batch must be at least 1".into());
+        return Err(
+            "--queues, --batch-size, --in-flight and --pull-batch must be at least 1".into(),
+        );
     }
     if a.message_size == 0 {
         return Err("--message-size must be at least 1".into());
@@ -424,9 +426,7 @@ async fn catch_up(
     reporter.abort();
     let fill_secs = start.elapsed().as_secs_f64();
     let sent = run.send.total_msgs.load(Ordering::Relaxed);
-    eprintln!(
-        "apogee bench: backlog of {sent} messages written in {fill_secs:.1} s; reading it"
-    );
+    eprintln!("apogee bench: backlog of {sent} messages written in {fill_secs:.1} s; reading it");
     let read_start = Instant::now();
     let reporter = spawn_progress(run, read_start, read_start, true);
     let mut consumers = spawn_consumers(run, queue_plan, group, read_start, None);
@@ -493,8 +493,7 @@ fn spawn_progress(
                     fmt_us(recv.p99_us()),
                 ));
             }
-            let errors =
-                send.errors.load(Ordering::Relaxed) + recv.errors.load(Ordering::Relaxed);
+            let errors = send.errors.load(Ordering::Relaxed) + recv.errors.load(Ordering::Relaxed);
             if errors > 0 {
                 line.push_str(&format!(" errors {errors}"));
             }

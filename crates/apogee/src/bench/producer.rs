@@ -104,7 +104,11 @@ fn message(plan: &ProducerPlan, template: &[u8], due: Instant) -> Message {
     Message::new(plan.topic.clone(), Bytes::from(body))
 }
 
-async fn send(producer: Producer, mode: SendMode, mut msgs: Vec<Message>) -> Result<(), ClientError> {
+async fn send(
+    producer: Producer,
+    mode: SendMode,
+    mut msgs: Vec<Message>,
+) -> Result<(), ClientError> {
     match mode {
         SendMode::Batch => producer.send_batch(msgs).await.map(|_| ()),
         SendMode::Sync | SendMode::Async => match msgs.pop() {
