@@ -94,7 +94,7 @@ pub struct Report {
     pub config: BenchArgs,
     pub load_average_start: Vec<f64>,
     pub load_average_end: Vec<f64>,
-    /// Send throughput over the measurement window (the prefill in catch-up mode).
+    /// Sends acknowledged within the measurement window (the whole prefill in catch-up mode).
     pub send: Throughput,
     pub send_latency_us: Option<LatencySummary>,
     /// Consume throughput over the measurement window (the backlog read in catch-up mode).
@@ -464,7 +464,13 @@ fn spawn_progress(
             tokio::time::Instant::now() + Duration::from_secs(1),
             Duration::from_secs(1),
         );
-        let mut last = (0u64, 0u64, 0u64, 0u64, Instant::now());
+        let mut last = (
+            send.total_msgs.load(Ordering::Relaxed),
+            send.total_bytes.load(Ordering::Relaxed),
+            recv.total_msgs.load(Ordering::Relaxed),
+            recv.total_bytes.load(Ordering::Relaxed),
+            Instant::now(),
+        );
         loop {
             tick.tick().await;
             let now = Instant::now();
