@@ -1,8 +1,9 @@
 //! The `apogee` executable: one binary, one subcommand per role: the servers (`standalone`,
-//! `namesrv`, `broker`) and the offline store tools; `admin` (mqadmin's commands); the proxy and
-//! bench tools arrive with their issues.
+//! `namesrv`, `broker`), `admin` (mqadmin's commands), the load generator (`bench`) and the offline
+//! store tools; the proxy arrives with its issue.
 
 mod admin;
+mod bench;
 mod inspect;
 mod server;
 
@@ -38,8 +39,9 @@ enum Command {
     Proxy(Placeholder),
     /// RocketMQ's mqadmin commands (same names and flags) against any RocketMQ-compatible cluster.
     Admin(admin::AdminArgs),
-    /// Load generators against a running cluster (not implemented yet).
-    Bench(Placeholder),
+    /// Load generator against any RocketMQ-compatible cluster: send and end-to-end throughput
+    /// and latency, or (--catch-up) a consumer reading a backlog.
+    Bench(Box<bench::BenchArgs>),
     /// Offline tools for a store directory.
     Store {
         #[command(subcommand)]
@@ -134,7 +136,7 @@ fn main() -> ExitCode {
         Command::Broker(args) => serve(server::Role::Broker, args),
         Command::Proxy(_) => not_implemented("proxy", 7),
         Command::Admin(args) => admin::run(args),
-        Command::Bench(_) => not_implemented("bench", 8),
+        Command::Bench(args) => bench::run(*args),
         Command::Store {
             command: StoreCommand::Inspect(args),
         } => inspect::run(&args),
