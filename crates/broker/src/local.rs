@@ -44,10 +44,7 @@ impl LocalError {
     }
 
     fn from_response(response: &RemotingCommand) -> Self {
-        Self::new(
-            response.code,
-            response.remark.clone().unwrap_or_default(),
-        )
+        Self::new(response.code, response.remark.clone().unwrap_or_default())
     }
 }
 
@@ -186,6 +183,11 @@ impl LocalServices {
         self.inner.store_host
     }
 
+    /// Queues of a topic created by a send (`defaultTopicQueueNums`).
+    pub fn default_topic_queue_nums(&self) -> i32 {
+        self.inner.config.default_topic_queue_nums
+    }
+
     /// The broker-wide permission (`brokerPermission`).
     pub fn broker_permission(&self) -> i32 {
         self.inner.config.broker_permission
@@ -205,8 +207,13 @@ impl LocalServices {
     }
 
     /// Runs the broker's processor for `request` as if `peer` had sent it.
-    pub async fn invoke(&self, peer: Option<SocketAddr>, request: RemotingCommand) -> RemotingCommand {
-        let ctx = RequestContext::detached(peer.unwrap_or_else(default_peer), self.inner.store_host);
+    pub async fn invoke(
+        &self,
+        peer: Option<SocketAddr>,
+        request: RemotingCommand,
+    ) -> RemotingCommand {
+        let ctx =
+            RequestContext::detached(peer.unwrap_or_else(default_peer), self.inner.store_host);
         let code = request.code;
         match self.router.handle(ctx, request).await {
             Some(response) => response,
@@ -354,7 +361,9 @@ impl LocalServices {
         let request = RemotingCommand::request_with_header(rc::QUERY_CONSUMER_OFFSET, &header);
         let response = self.invoke(None, request).await;
         match response.code {
-            SUCCESS => Ok(Some(decode::<QueryConsumerOffsetResponseHeader>(&response)?.offset)),
+            SUCCESS => Ok(Some(
+                decode::<QueryConsumerOffsetResponseHeader>(&response)?.offset,
+            )),
             QUERY_NOT_FOUND => Ok(None),
             _ => Err(LocalError::from_response(&response)),
         }
@@ -451,7 +460,10 @@ fn physical_offset_of(offset_msg_id: &str) -> Option<i64> {
 /// A transaction handle names the half message: its commit-log offset and its offset in the half
 /// queue, as 32 upper-case hex digits. It needs no broker-side state, so it survives restarts.
 pub fn encode_transaction_handle(commit_log_offset: i64, queue_offset: i64) -> String {
-    format!("{:016X}{:016X}", commit_log_offset as u64, queue_offset as u64)
+    format!(
+        "{:016X}{:016X}",
+        commit_log_offset as u64, queue_offset as u64
+    )
 }
 
 /// `(commit_log_offset, queue_offset)` of a handle made by [`encode_transaction_handle`].

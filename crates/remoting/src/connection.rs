@@ -149,9 +149,8 @@ impl ConnectionHandle {
     /// with [`RemotingError::ConnectionClosed`], and it closes only when told to.
     pub fn detached(peer_addr: SocketAddr, local_addr: SocketAddr) -> Self {
         let (out_tx, _) = mpsc::channel(1);
-        let handler: Arc<dyn RequestHandler> = Arc::new(|_: RequestContext, _: RemotingCommand| {
-            HandlerFuture::no_reply()
-        });
+        let handler: Arc<dyn RequestHandler> =
+            Arc::new(|_: RequestContext, _: RemotingCommand| HandlerFuture::no_reply());
         let shared = Arc::new(Shared {
             id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             peer_addr,
