@@ -10,6 +10,7 @@
 //! ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue) wait for the broker's POP support.
 
 use std::net::SocketAddr;
+use std::sync::{PoisonError, RwLock};
 
 use apogee_broker::local::{
     is_system_property, LocalEndTransaction, LocalError, LocalPull, LocalSend, LocalServices,
@@ -110,32 +111,45 @@ impl TopicMessageType {
 }
 
 /// The in-process backend.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct LocalBackend {
     services: LocalServices,
-    endpoints: pb::Endpoints,
+    /// Set again once the listener's real port is known (see [`LocalBackend::set_advertised`]).
+    endpoints: RwLock<pb::Endpoints>,
     validate_message_type: bool,
+}
+
+fn endpoints_of(advertised: SocketAddr) -> pb::Endpoints {
+    let scheme = if advertised.is_ipv4() {
+        pb::AddressScheme::IPv4
+    } else {
+        pb::AddressScheme::IPv6
+    };
+    pb::Endpoints {
+        scheme: scheme as i32,
+        addresses: vec![pb::Address {
+            host: advertised.ip().to_string(),
+            port: i32::from(advertised.port()),
+        }],
+    }
 }
 
 impl LocalBackend {
     /// `advertised` is the gRPC address clients dial (the broker's IP and the gRPC port).
     pub fn new(services: LocalServices, advertised: SocketAddr) -> Self {
-        let scheme = if advertised.is_ipv4() {
-            pb::AddressScheme::IPv4
-        } else {
-            pb::AddressScheme::IPv6
-        };
         Self {
             services,
-            endpoints: pb::Endpoints {
-                scheme: scheme as i32,
-                addresses: vec![pb::Address {
-                    host: advertised.ip().to_string(),
-                    port: i32::from(advertised.port()),
-                }],
-            },
+            endpoints: RwLock::new(endpoints_of(advertised)),
             validate_message_type: true,
         }
+    }
+
+    /// Changes the address routes advertise (e.g. once a listener on port 0 got its port).
+    pub fn set_advertised(&self, advertised: SocketAddr) {
+        *self
+            .endpoints
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = endpoints_of(advertised);
     }
 
     /// Whether SendMessage checks the topic's `message.type` (`enableTopicMessageTypeCheck`);
@@ -145,8 +159,12 @@ impl LocalBackend {
         self
     }
 
-    pub fn endpoints(&self) -> &pb::Endpoints {
-        &self.endpoints
+    /// The endpoints routes advertise.
+    pub fn endpoints(&self) -> pb::Endpoints {
+        self.endpoints
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The topic's config, or what a send would auto-create.
@@ -193,7 +211,7 @@ impl LocalBackend {
             broker: Some(pb::Broker {
                 name: self.services.broker_name().to_owned(),
                 id: self.services.broker_id() as i32,
-                endpoints: Some(self.endpoints.clone()),
+                endpoints: Some(self.endpoints()),
             }),
             accept_message_types: types.to_vec(),
         }
