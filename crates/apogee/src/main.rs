@@ -1,7 +1,8 @@
 //! The `apogee` executable: one binary, one subcommand per role: the servers (`standalone`,
-//! `namesrv`, `broker`) and the offline store tools; the proxy, admin and bench tools arrive with
-//! their issues.
+//! `namesrv`, `broker`) and the offline store tools; `admin` (mqadmin's commands); the proxy and
+//! bench tools arrive with their issues.
 
+mod admin;
 mod inspect;
 mod server;
 
@@ -35,8 +36,8 @@ enum Command {
     Broker(server::ServerArgs),
     /// The 5.x gRPC proxy in front of a cluster (not implemented yet).
     Proxy(Placeholder),
-    /// The mqadmin commands (not implemented yet).
-    Admin(Placeholder),
+    /// RocketMQ's mqadmin commands (same names and flags) against any RocketMQ-compatible cluster.
+    Admin(admin::AdminArgs),
     /// Load generators against a running cluster (not implemented yet).
     Bench(Placeholder),
     /// Offline tools for a store directory.
@@ -132,7 +133,7 @@ fn main() -> ExitCode {
         Command::Namesrv(args) => serve(server::Role::Namesrv, args),
         Command::Broker(args) => serve(server::Role::Broker, args),
         Command::Proxy(_) => not_implemented("proxy", 7),
-        Command::Admin(_) => not_implemented("admin", 8),
+        Command::Admin(args) => admin::run(args),
         Command::Bench(_) => not_implemented("bench", 8),
         Command::Store {
             command: StoreCommand::Inspect(args),

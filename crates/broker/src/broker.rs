@@ -2,7 +2,7 @@
 //! start the background tasks (registration, offset persistence, client expiry, transaction
 //! check-back), and undo all of it in order on shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -30,6 +30,9 @@ use crate::manager::{
     lock, now_ms, ConsumerManager, ConsumerOffsetManager, Membership, ProducerManager,
     RebalanceLockManager, SubscriptionGroupManager, TopicConfigManager,
 };
+use crate::pop::service::PopManager;
+use crate::schedule::{ScheduleCore, ScheduleService};
+use crate::timer::{cancel_timer, CancelOutcome, TimerCore, TimerService, TimerStats};
 use crate::transaction::{self, TransactionStats, Transactions};
 use crate::{processor, register};
 
@@ -69,6 +72,8 @@ pub(crate) struct BrokerInner {
     pub heartbeat_fingerprints: Mutex<HashMap<String, i32>>,
     /// Compiled SQL92 filters of the consumers' subscriptions.
     pub filters: FilterRegistry,
+    /// POP consumption: in-flight messages, their journal, parked pops.
+    pub pop: Arc<PopManager>,
     pub stats: Stats,
     pub started_ms: i64,
     pub shutting_down: AtomicBool,
@@ -153,6 +158,7 @@ impl Broker {
     /// starts serving, and registers with the configured name servers (the first registration
     /// has finished, or failed, when this returns).
     pub async fn start(config: BrokerConfig) -> Result<BrokerHandle> {
+        config.check().map_err(BrokerError::Config)?;
         let ip = config.advertised_ip().map_err(BrokerError::Config)?;
         let store_config = config.store_config();
         let store = tokio::task::spawn_blocking(move || MessageStore::open(store_config))
@@ -193,6 +199,7 @@ impl Broker {
             watched: Mutex::new(HashSet::new()),
             heartbeat_fingerprints: Mutex::new(HashMap::new()),
             filters: FilterRegistry::new(),
+            pop: Arc::new(PopManager::open(&config)?),
             stats: Stats::default(),
             started_ms: now_ms(),
             shutting_down: AtomicBool::new(false),
@@ -204,14 +211,18 @@ impl Broker {
         });
         inner.topics.persist()?;
         inner.groups.persist()?;
+        crate::pop::service::raise_pop_offsets(&inner);
 
         let holds = Arc::clone(&inner.holds);
+        let pop = Arc::clone(&inner.pop);
         inner
             .store
             .set_append_listener(Arc::new(move |topic, queue_id, max| {
-                holds.notify(topic, queue_id, max)
+                holds.notify(topic, queue_id, max);
+                pop.notify_arrival(topic);
             }));
         let _ = gate.set(processor::router(Arc::clone(&inner)));
+        let (schedule, timer) = start_delivery(&inner).await?;
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let client = RemotingClient::new(RemotingConfig::default());
@@ -241,8 +252,35 @@ impl Broker {
             client,
             stop_tx,
             tasks,
+            schedule,
+            timer,
         })
     }
+}
+
+/// Starts the delay-level and timer delivery threads (the timer one only when timers are on).
+async fn start_delivery(
+    inner: &Arc<BrokerInner>,
+) -> Result<(Option<ScheduleService>, Option<TimerService>)> {
+    let store = Arc::clone(&inner.store);
+    let config_dir = inner.config.config_dir();
+    let interval = inner.config.flush_delay_offset_interval_ms;
+    let timers = inner.config.timer_wheel_enable;
+    tokio::task::spawn_blocking(move || -> Result<_> {
+        let schedule = ScheduleService::start(ScheduleCore::load(
+            Arc::clone(&store),
+            config_dir,
+            interval,
+        )?)?;
+        let timer = if timers {
+            Some(TimerService::start(TimerCore::open(store)?)?)
+        } else {
+            None
+        };
+        Ok((Some(schedule), timer))
+    })
+    .await
+    .map_err(|e| BrokerError::Config(format!("delivery services task failed: {e}")))?
 }
 
 /// A running broker.
@@ -252,6 +290,8 @@ pub struct BrokerHandle {
     client: RemotingClient,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    schedule: Option<ScheduleService>,
+    timer: Option<TimerService>,
 }
 
 impl BrokerHandle {
@@ -284,6 +324,37 @@ impl BrokerHandle {
         self.inner.holds.wait_parked(n).await
     }
 
+    /// Next offset to deliver of each delay level (what `config/delayOffset.json` will say once the
+    /// re-puts are durable).
+    pub fn delay_offsets(&self) -> BTreeMap<i32, i64> {
+        self.schedule
+            .as_ref()
+            .map(|s| lock(s.core()).offsets())
+            .unwrap_or_default()
+    }
+
+    /// The timer service's counters; `None` when timers are disabled.
+    pub fn timer_stats(&self) -> Option<TimerStats> {
+        self.timer.as_ref().map(|t| t.stats())
+    }
+
+    /// Cancels the pending timer message of `topic` with unique key `uniq_key` (see
+    /// [`crate::timer::cancel_timer`]).
+    pub async fn cancel_timer_message(&self, topic: &str, uniq_key: &str) -> Result<CancelOutcome> {
+        let store = Arc::clone(&self.inner.store);
+        let host = self.inner.store_host;
+        let (topic, uniq_key) = (topic.to_owned(), uniq_key.to_owned());
+        let outcome = tokio::task::spawn_blocking(move || {
+            cancel_timer(&store, host, &topic, &uniq_key, now_ms())
+        })
+        .await
+        .map_err(|e| BrokerError::Config(format!("cancel task failed: {e}")))??;
+        if let Some(t) = &self.timer {
+            t.wake();
+        }
+        Ok(outcome)
+    }
+
     /// Counters of transactional messages: commits, rollbacks, check-backs, discards.
     pub fn transaction_stats(&self) -> TransactionStats {
         self.inner.transactions.stats()
@@ -296,6 +367,14 @@ impl BrokerHandle {
         let _ = rx.wait_for(|s| ready(s)).await;
     }
 
+    /// The POP API (receive with receipt handles, ack, change invisible time) for the gRPC
+    /// layer.
+    pub fn pop_api(&self) -> crate::pop::PopApi {
+        crate::pop::PopApi {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
     /// Stops gracefully: parked pulls are answered, the server stops accepting and finishes the
     /// requests in flight, the broker unregisters from its name servers, configs and offsets are
     /// written, and the store is closed cleanly.
@@ -306,14 +385,26 @@ impl BrokerHandle {
             client,
             stop_tx,
             tasks,
+            schedule,
+            timer,
         } = self;
         inner.shutting_down.store(true, Ordering::SeqCst);
         inner.holds.shutdown();
+        inner.pop.shutdown();
         server.shutdown().await;
         let _ = stop_tx.send(true);
         for t in tasks {
             let _ = t.await;
         }
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(s) = schedule {
+                s.shutdown();
+            }
+            if let Some(t) = timer {
+                t.shutdown();
+            }
+        })
+        .await;
         register::unregister_all(&inner, &client).await;
         client.close();
         inner.persist_all();

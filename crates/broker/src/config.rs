@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::path::PathBuf;
 
-use apogee_store::{FlushDiskType, StoreConfig};
+use apogee_store::{DelayLevels, FlushDiskType, StoreConfig};
 use serde::{Deserialize, Deserializer};
 
 /// `flushDiskType` as RocketMQ spells it.
@@ -45,6 +45,12 @@ pub struct StoreOptions {
     #[serde(alias = "fileReservedTime")]
     pub file_reserved_hours: Option<u64>,
     pub dispatch_flush_interval_ms: Option<u64>,
+    /// Slots of the timer wheel file (one per tick).
+    pub timer_wheel_slots: Option<u64>,
+    #[serde(alias = "mappedFileSizeTimerLog")]
+    pub timer_log_file_bytes: Option<u64>,
+    /// How often the timer service writes its checkpoint.
+    pub timer_flush_interval_ms: Option<u64>,
 }
 
 /// The broker's configuration (`BrokerConfig` + the parts of `MessageStoreConfig` and
@@ -125,6 +131,20 @@ pub struct BrokerConfig {
     pub max_transfer_bytes: usize,
     /// Records returned for a unique-key query (`defaultQueryMaxNum`).
     pub default_query_max_num: usize,
+    /// The delay of each delay level, `"1s 5s 10s ..."` (`messageDelayLevel`).
+    pub message_delay_level: String,
+    /// Delay-level delivery offsets are written this often (`flushDelayOffsetInterval`).
+    #[serde(rename = "flushDelayOffsetInterval")]
+    pub flush_delay_offset_interval_ms: u64,
+    /// Accept timer messages (`timerWheelEnable`).
+    pub timer_wheel_enable: bool,
+    /// Length of a timer tick (`timerPrecisionMs`).
+    pub timer_precision_ms: u64,
+    /// Longest timer delay accepted (`timerMaxDelaySec`).
+    pub timer_max_delay_sec: u64,
+    /// Timer messages due this many ticks or more ahead are rolled (`timerRollWindowSlot`).
+    #[serde(rename = "timerRollWindowSlot")]
+    pub timer_roll_window_slots: u64,
     /// SQL92 property filtering (`enablePropertyFilter`). On by default, unlike RocketMQ; when
     /// off, SQL92 subscriptions get SYSTEM_ERROR as from a Java broker.
     pub enable_property_filter: bool,
@@ -140,6 +160,10 @@ pub struct BrokerConfig {
     /// Check-backs per half message; one more unresolved scan moves it to
     /// TRANS_CHECK_MAX_TIME_TOPIC.
     pub transaction_check_max: i32,
+    /// POP requests held by long polling at once (`popPollingSize`); past it POLLING_FULL.
+    pub pop_polling_size: usize,
+    /// The pop journal is compacted once it has grown by this many bytes.
+    pub pop_journal_compact_bytes: u64,
     pub store: StoreOptions,
 }
 
@@ -179,11 +203,19 @@ impl Default for BrokerConfig {
             max_transfer_count: 32,
             max_transfer_bytes: 256 * 1024,
             default_query_max_num: 32,
+            message_delay_level: apogee_store::DEFAULT_MESSAGE_DELAY_LEVEL.into(),
+            flush_delay_offset_interval_ms: 10_000,
+            timer_wheel_enable: true,
+            timer_precision_ms: 1_000,
+            timer_max_delay_sec: 3 * 24 * 3600,
+            timer_roll_window_slots: 2 * 24 * 3600,
             enable_property_filter: true,
             reject_transaction_message: false,
             transaction_check_interval_ms: 30_000,
             transaction_timeout_ms: 6_000,
             transaction_check_max: 15,
+            pop_polling_size: 1024,
+            pop_journal_compact_bytes: 64 * 1024 * 1024,
             store: StoreOptions::default(),
         }
     }
@@ -218,12 +250,23 @@ impl BrokerConfig {
         self.data_dir.join("config")
     }
 
-    /// The store configuration this broker opens its store with.
+    /// The delay levels of `messageDelayLevel`.
+    pub fn delay_levels(&self) -> Result<DelayLevels, String> {
+        DelayLevels::parse(&self.message_delay_level)
+    }
+
+    /// The store configuration this broker opens its store with (an unparsable
+    /// `messageDelayLevel` keeps the default levels here; [`BrokerConfig::check`] reports it).
     pub fn store_config(&self) -> StoreConfig {
         let mut c = StoreConfig {
             root_dir: self.store_dir(),
             flush_disk_type: self.flush_disk_type.into(),
             max_message_body_bytes: self.max_message_size_bytes,
+            delay_levels: self.delay_levels().unwrap_or_default(),
+            timer_wheel_enable: self.timer_wheel_enable,
+            timer_precision_ms: self.timer_precision_ms,
+            timer_max_delay_sec: self.timer_max_delay_sec,
+            timer_roll_window_slots: self.timer_roll_window_slots,
             ..StoreConfig::default()
         };
         let o = &self.store;
@@ -251,7 +294,23 @@ impl BrokerConfig {
         if let Some(v) = o.dispatch_flush_interval_ms {
             c.dispatch_flush_interval_ms = v;
         }
+        if let Some(v) = o.timer_wheel_slots {
+            c.timer_wheel_slots = v;
+        }
+        if let Some(v) = o.timer_log_file_bytes {
+            c.timer_log_file_bytes = v;
+        }
+        if let Some(v) = o.timer_flush_interval_ms {
+            c.timer_flush_interval_ms = v;
+        }
         c
+    }
+
+    /// Settings that can be wrong on their own or together; `Err` says which.
+    pub fn check(&self) -> Result<(), String> {
+        self.delay_levels()
+            .map_err(|e| format!("messageDelayLevel: {e}"))?;
+        self.store_config().validate()
     }
 
     /// The IP written as STOREHOST and advertised to name servers.
@@ -355,6 +414,37 @@ mod tests {
         assert_eq!(port.bind_addr(), "0.0.0.0:10921");
         let listed = BrokerConfig::from_json(r#"{"namesrvAddr":["a:1","b:2"]}"#).unwrap();
         assert_eq!(listed.namesrv_addrs, vec!["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn delay_and_timer_settings_reach_the_store() {
+        let c = BrokerConfig::from_json(
+            r#"{"messageDelayLevel":"1s 2s","timerPrecisionMs":100,"timerMaxDelaySec":60,
+                "timerRollWindowSlot":300,"flushDelayOffsetInterval":500,
+                "store":{"timerWheelSlots":1200,"mappedFileSizeTimerLog":4800}}"#,
+        )
+        .unwrap();
+        assert!(c.check().is_ok());
+        let s = c.store_config();
+        assert_eq!(s.delay_levels.max_level(), 2);
+        assert_eq!(s.delay_levels.delay_ms(2), Some(2_000));
+        assert_eq!(
+            (
+                s.timer_precision_ms,
+                s.timer_max_delay_sec,
+                s.timer_roll_window_slots
+            ),
+            (100, 60, 300)
+        );
+        assert_eq!((s.timer_wheel_slots, s.timer_log_file_bytes), (1200, 4800));
+        assert_eq!(c.flush_delay_offset_interval_ms, 500);
+        let d = BrokerConfig::default();
+        assert_eq!(d.store_config().delay_levels.max_level(), 18);
+        assert_eq!(d.timer_max_delay_sec, 259_200);
+        let bad = BrokerConfig::from_json(r#"{"messageDelayLevel":"1s 2q"}"#).unwrap();
+        assert!(bad.check().unwrap_err().contains("messageDelayLevel"));
+        let bad = BrokerConfig::from_json(r#"{"timerRollWindowSlot":700000}"#).unwrap();
+        assert!(bad.check().is_err());
     }
 
     #[test]

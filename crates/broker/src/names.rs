@@ -2,7 +2,9 @@
 
 /// The auto-create template topic.
 pub const AUTO_CREATE_TOPIC_KEY_TOPIC: &str = "TBW102";
-pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+pub const SCHEDULE_TOPIC: &str = apogee_store::SCHEDULE_TOPIC;
+/// Where timer messages wait for the timer service (`TimerMessageStore.TIMER_TOPIC`); one queue.
+pub const TIMER_TOPIC: &str = apogee_store::TIMER_TOPIC;
 pub const BENCHMARK_TOPIC: &str = "BenchmarkTest";
 pub const TRANS_HALF_TOPIC: &str = "RMQ_SYS_TRANS_HALF_TOPIC";
 pub const TRACE_TOPIC: &str = "RMQ_SYS_TRACE_TOPIC";
@@ -62,6 +64,7 @@ pub const STATIC_SYSTEM_TOPICS: &[&str] = &[
     SELF_TEST_TOPIC,
     OFFSET_MOVED_EVENT,
     ROCKSDB_OFFSET_TOPIC,
+    TIMER_TOPIC,
 ];
 
 fn valid_char(c: char) -> bool {

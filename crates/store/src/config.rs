@@ -49,6 +49,26 @@ pub struct StoreConfig {
     pub disk_force_clean_ratio_percent: u8,
     /// Above this disk use appends are refused, percent.
     pub disk_deny_write_ratio_percent: u8,
+    /// The delay of each delay level (`messageDelayLevel`); dispatch needs it for the tagsCode of
+    /// `SCHEDULE_TOPIC_XXXX` entries (their delivery time).
+    pub delay_levels: DelayLevels,
+    /// Timer messages (`TIMER_DELIVER_MS` and friends) are accepted (`timerWheelEnable`).
+    pub timer_wheel_enable: bool,
+    /// Length of one timer tick (`timerPrecisionMs`).
+    pub timer_precision_ms: u64,
+    /// Longest accepted timer delay (`timerMaxDelaySec`).
+    pub timer_max_delay_sec: u64,
+    /// Slots of the timer wheel file, one per tick (RocketMQ: seven days of ticks).
+    pub timer_wheel_slots: u64,
+    /// Units for ticks this far past the cursor or more are rolled (`timerRollWindowSlot`); must be
+    /// below `timer_wheel_slots`.
+    pub timer_roll_window_slots: u64,
+    /// Size of one timer log file (`mappedFileSizeTimerLog`), rounded down to whole units.
+    pub timer_log_file_bytes: u64,
+    /// The timer checkpoint is written this often when something changed.
+    pub timer_flush_interval_ms: u64,
+    /// Changed wheel slots kept in memory before a checkpoint is forced.
+    pub timer_max_dirty_slots: usize,
 }
 
 impl Default for StoreConfig {
@@ -72,6 +92,15 @@ impl Default for StoreConfig {
             disk_clean_ratio_percent: 75,
             disk_force_clean_ratio_percent: 85,
             disk_deny_write_ratio_percent: 90,
+            delay_levels: DelayLevels::default(),
+            timer_wheel_enable: true,
+            timer_precision_ms: 1_000,
+            timer_max_delay_sec: 3 * 24 * 3600,
+            timer_wheel_slots: 7 * 24 * 3600,
+            timer_roll_window_slots: 2 * 24 * 3600,
+            timer_log_file_bytes: 64 * 1024 * 1024,
+            timer_flush_interval_ms: 1_000,
+            timer_max_dirty_slots: 4096,
         }
     }
 }
@@ -90,7 +119,143 @@ impl StoreConfig {
             // The cleaner measures the real disk: on a busy machine it would delete a test's
             // segments or refuse its writes. Tests drive retention through `run_retention` instead.
             clean_interval_ms: 3_600_000,
+            timer_wheel_slots: 4096,
+            timer_roll_window_slots: 1024,
+            timer_log_file_bytes: 48 * 1024,
+            timer_flush_interval_ms: 50,
             ..Self::default()
         }
+    }
+
+    /// Checks the settings that depend on each other.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.timer_precision_ms == 0 {
+            return Err("timer_precision_ms must be positive".into());
+        }
+        if self.timer_roll_window_slots == 0
+            || self.timer_roll_window_slots + 2 > self.timer_wheel_slots
+        {
+            return Err(format!(
+                "timer_roll_window_slots ({}) must be positive and at least 2 below \
+                 timer_wheel_slots ({})",
+                self.timer_roll_window_slots, self.timer_wheel_slots
+            ));
+        }
+        if self.timer_wheel_slots > u32::MAX as u64 {
+            return Err("timer_wheel_slots must fit in 32 bits".into());
+        }
+        if self.timer_log_file_bytes < 48 {
+            return Err("timer_log_file_bytes must hold at least one unit".into());
+        }
+        Ok(())
+    }
+}
+
+/// The delay of each level, RocketMQ's `messageDelayLevel`: level 1 is the first entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DelayLevels {
+    delays_ms: Vec<u64>,
+}
+
+/// RocketMQ's default `messageDelayLevel`.
+pub const DEFAULT_MESSAGE_DELAY_LEVEL: &str =
+    "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h";
+
+impl Default for DelayLevels {
+    fn default() -> Self {
+        // The default string is known good; an empty table is the fallback that cannot happen.
+        DelayLevels::parse(DEFAULT_MESSAGE_DELAY_LEVEL).unwrap_or(DelayLevels {
+            delays_ms: Vec::new(),
+        })
+    }
+}
+
+impl DelayLevels {
+    /// Parses `"1s 5s 10m 2h 1d"`: durations separated by spaces, each a whole number with unit
+    /// `s`, `m`, `h` or `d`.
+    pub fn parse(text: &str) -> Result<DelayLevels, String> {
+        let mut delays_ms = Vec::new();
+        for token in text.split_whitespace() {
+            let bad =
+                || format!("bad delay level {token:?} in {text:?}: expected e.g. 5s, 2m, 1h, 1d");
+            let (num, unit) = token.split_at(token.len().saturating_sub(1));
+            let unit_ms: u64 = match unit {
+                "s" => 1_000,
+                "m" => 60_000,
+                "h" => 3_600_000,
+                "d" => 86_400_000,
+                _ => return Err(bad()),
+            };
+            let n: u64 = num.parse().map_err(|_| bad())?;
+            delays_ms.push(n.checked_mul(unit_ms).ok_or_else(bad)?);
+        }
+        if delays_ms.is_empty() {
+            return Err(format!("no delay level in {text:?}"));
+        }
+        Ok(DelayLevels { delays_ms })
+    }
+
+    /// The highest level.
+    pub fn max_level(&self) -> i32 {
+        self.delays_ms.len() as i32
+    }
+
+    /// The delay of `level` (1-based); `None` outside 1..=max.
+    pub fn delay_ms(&self, level: i32) -> Option<u64> {
+        let i = usize::try_from(level).ok()?.checked_sub(1)?;
+        self.delays_ms.get(i).copied()
+    }
+
+    /// Delivery time of a record stored at `store_timestamp_ms` with `DELAY` = `level` (clamped to
+    /// the highest level); `None` for a level below 1 (not a delayed record).
+    pub fn deliver_timestamp_ms(&self, level: i32, store_timestamp_ms: i64) -> Option<i64> {
+        if level < 1 {
+            return None;
+        }
+        let delay = self.delay_ms(level.min(self.max_level())).unwrap_or(1_000);
+        Some(store_timestamp_ms.saturating_add(delay as i64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_delay_levels_are_rocketmqs_eighteen() {
+        let d = DelayLevels::default();
+        assert_eq!(d.max_level(), 18);
+        assert_eq!(d.delay_ms(1), Some(1_000));
+        assert_eq!(d.delay_ms(5), Some(60_000));
+        assert_eq!(d.delay_ms(18), Some(7_200_000));
+        assert_eq!(d.delay_ms(0), None);
+        assert_eq!(d.delay_ms(19), None);
+        assert_eq!(d.deliver_timestamp_ms(3, 1_000), Some(11_000));
+        // Above the highest level: clamped to it.
+        assert_eq!(d.deliver_timestamp_ms(40, 0), Some(7_200_000));
+        assert_eq!(d.deliver_timestamp_ms(0, 5), None);
+        assert_eq!(d.deliver_timestamp_ms(-1, 5), None);
+    }
+
+    #[test]
+    fn custom_delay_levels_parse_and_bad_ones_are_refused() {
+        let d = DelayLevels::parse(" 1s  2s 1d ").unwrap();
+        assert_eq!(d.max_level(), 3);
+        assert_eq!(d.delay_ms(3), Some(86_400_000));
+        for bad in ["", "1x", "s", "-1s", "1.5s", "1s 2"] {
+            assert!(DelayLevels::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn timer_settings_are_checked_together() {
+        assert!(StoreConfig::default().validate().is_ok());
+        assert!(StoreConfig::for_tests("/tmp/x").validate().is_ok());
+        let mut c = StoreConfig::default();
+        c.timer_roll_window_slots = c.timer_wheel_slots;
+        assert!(c.validate().is_err());
+        c = StoreConfig::default();
+        c.timer_precision_ms = 0;
+        assert!(c.validate().is_err());
     }
 }

@@ -31,6 +31,9 @@ pub enum StoreError {
     /// The files on disk contradict each other in a way recovery must not guess about.
     #[error("store is damaged: {0}")]
     Corrupt(String),
+    /// The configuration is inconsistent, or does not match what the files were built with.
+    #[error("store configuration: {0}")]
+    Config(String),
 }
 
 impl StoreError {

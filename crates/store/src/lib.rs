@@ -11,9 +11,15 @@ mod index;
 pub mod inspect;
 mod segment;
 mod store;
+pub mod timer;
+
+/// The topic delay-level messages wait in, one queue per level (`TopicValidator.RMQ_SYS_SCHEDULE_TOPIC`).
+pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
+/// The topic timer messages wait in before the timer service takes them (`TimerMessageStore.TIMER_TOPIC`).
+pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 
 pub use checkpoint::CheckpointData;
-pub use config::{FlushDiskType, StoreConfig};
+pub use config::{DelayLevels, FlushDiskType, StoreConfig, DEFAULT_MESSAGE_DELAY_LEVEL};
 pub use consume_queue::CqEntry;
 pub use error::{Result, StoreError};
 pub use flush::{FlushCallback, FlushStats};

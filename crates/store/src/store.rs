@@ -32,6 +32,7 @@ use crate::consume_queue::{ConsumeQueue, CqEntry};
 use crate::error::{Result, StoreError};
 use crate::flush::{self, FlushCallback, FlushStats, Flusher};
 use crate::index::{IndexMark, IndexService};
+use crate::SCHEDULE_TOPIC;
 
 /// Called after every append with (topic, queueId, new max logical offset): the long-polling hook.
 pub type AppendListener = Arc<dyn Fn(&str, i32, u64) + Send + Sync>;
@@ -119,6 +120,9 @@ struct Prepared {
     /// Length of PROPERTIES, the record's last field (indexing reads it without parsing again).
     properties_len: usize,
     tags_code: i64,
+    /// `DELAY` of a `SCHEDULE_TOPIC_XXXX` record: its tagsCode is its delivery time, known only
+    /// once the store timestamp is.
+    delay_level: Option<i32>,
     dispatched: bool,
     indexed: bool,
 }
@@ -134,6 +138,7 @@ impl MessageStore {
     /// Opens (or creates) the store at `config.root_dir`, recovering from a crash if the last run did
     /// not stop cleanly, and starts its flush and retention threads.
     pub fn open(config: StoreConfig) -> Result<MessageStore> {
+        config.validate().map_err(StoreError::Config)?;
         let root = config.root_dir.clone();
         fs::create_dir_all(&root).map_err(|e| StoreError::io(root.display(), e))?;
         let lock_file = take_lock(&root)?;
@@ -408,6 +413,12 @@ impl MessageStore {
     /// The stored record at CommitLog `offset`.
     pub fn message_at(&self, offset: u64) -> Option<Bytes> {
         self.inner.message_at(offset)
+    }
+
+    /// The consume-queue entry at logical `offset` of a queue (`None` past its end or below its
+    /// start). For `SCHEDULE_TOPIC_XXXX` the tagsCode is the delivery time.
+    pub fn queue_entry(&self, topic: &str, queue_id: i32, offset: u64) -> Option<CqEntry> {
+        self.inner.queue(topic, queue_id)?.get(offset)
     }
 
     /// The record at logical `offset` of a queue.
@@ -848,9 +859,15 @@ impl Inner {
                     CqEntry {
                         commitlog_offset: offset,
                         size: v.total_size() as u32,
-                        tags_code: tags_code(
-                            properties::find_str(v.properties, keys::TAGS).as_deref(),
-                        ),
+                        tags_code: schedule_delay_level(&topic, v.properties)
+                            .and_then(|l| {
+                                self.config
+                                    .delay_levels
+                                    .deliver_timestamp_ms(l, v.store_timestamp)
+                            })
+                            .unwrap_or_else(|| {
+                                tags_code(properties::find_str(v.properties, keys::TAGS).as_deref())
+                            }),
                     },
                 )?;
             }
@@ -922,6 +939,7 @@ impl Inner {
                 size: v.total_size() as u32,
                 properties_len: v.properties.len(),
                 tags_code: tags_code(properties::find_str(v.properties, keys::TAGS).as_deref()),
+                delay_level: schedule_delay_level(t, v.properties),
                 dispatched: matches!(tx, TransactionType::NotType | TransactionType::Commit),
                 indexed: tx != TransactionType::Rollback,
             });
@@ -960,7 +978,10 @@ impl Inner {
                 CqEntry {
                     commitlog_offset: base + p.rel_pos as u64,
                     size: p.size,
-                    tags_code: p.tags_code,
+                    tags_code: p
+                        .delay_level
+                        .and_then(|l| self.config.delay_levels.deliver_timestamp_ms(l, ts))
+                        .unwrap_or(p.tags_code),
                 },
             )?;
         }
@@ -1227,6 +1248,18 @@ impl Inner {
         }
         deleted
     }
+}
+
+/// The `DELAY` level of a record of `SCHEDULE_TOPIC_XXXX` (its queue entry carries the delivery
+/// time); `None` for other topics.
+fn schedule_delay_level(topic: &str, props: &[u8]) -> Option<i32> {
+    if topic != SCHEDULE_TOPIC {
+        return None;
+    }
+    properties::find_str(props, keys::DELAY)?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Text of a property value: valid UTF-8 (the usual case) is checked by the fast validator and

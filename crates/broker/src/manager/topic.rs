@@ -80,6 +80,7 @@ impl TopicConfigManager {
         put(with_queues(&config.broker_name, 1, broker_perm));
         put(with_queues(OFFSET_MOVED_EVENT, 1, rw));
         put(with_queues(SCHEDULE_TOPIC, SCHEDULE_TOPIC_QUEUE_NUM, rw));
+        put(with_queues(TIMER_TOPIC, 1, rw));
         put(with_queues(
             &format!("{}_{REPLY_TOPIC_POSTFIX}", config.broker_cluster_name),
             1,

@@ -7,9 +7,11 @@ mod admin;
 mod client;
 mod lock;
 mod offset;
+mod pop;
 mod pull;
 mod query;
 mod send;
+mod send_back;
 mod transaction;
 
 use std::sync::Arc;
@@ -47,6 +49,7 @@ pub(crate) fn router(inner: Arc<BrokerInner>) -> Router {
             ],
             send::handle,
         ),
+        (&[rc::CONSUMER_SEND_MSG_BACK], send_back::handle),
         (&[rc::PULL_MESSAGE, rc::LITE_PULL_MESSAGE], pull::handle),
         (
             &[
@@ -72,6 +75,7 @@ pub(crate) fn router(inner: Arc<BrokerInner>) -> Router {
         (&[rc::QUERY_MESSAGE, rc::VIEW_MESSAGE_BY_ID], query::handle),
         (&[rc::END_TRANSACTION], transaction::handle),
         (admin::CODES, admin::handle),
+        (pop::CODES, pop::handle),
     ];
     let mut router = Router::new();
     for (codes, handler) in families {

@@ -3,8 +3,9 @@
 //! builds stored records (STOREHOST, bornHost, UNIQ_KEY, CLUSTER), appends them, and under sync
 //! flush waits for the fsync without blocking a worker thread.
 //!
-//! Not yet here (issue 6): delay levels and timer messages are stored as plain messages (no
-//! SCHEDULE_TOPIC_XXXX rewrite). Transaction half messages go to RMQ_SYS_TRANS_HALF_TOPIC.
+//! Delay levels and timer messages are rewritten to `SCHEDULE_TOPIC_XXXX` / `rmq_sys_wheel_timer`
+//! by [`crate::schedule::handle_schedule_message`] (the response still names the real queue).
+//! Transaction half messages go to RMQ_SYS_TRANS_HALF_TOPIC.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -39,7 +40,7 @@ use crate::transaction;
 
 /// `MQVersion.Version.V3_4_9.ordinal()`: from this client version on, the header's
 /// `maxReconsumeTimes` overrides the group's `retryMaxTimes`.
-const VERSION_V3_4_9: i32 = 121;
+pub(super) const VERSION_V3_4_9: i32 = 121;
 
 pub(crate) fn handle(
     b: &Arc<BrokerInner>,
@@ -361,8 +362,7 @@ fn prepare_single(
         };
         let orderly = !b.locks.is_lock_all_expired(&group, now_ms());
         if reconsume_times > max_reconsume_times || orderly {
-            // TODO(issue 6): CONSUMER_SEND_MSG_BACK and delayed retries; this is the plain-send
-            // routing a client falls back to.
+            // The plain-send routing a client falls back to when CONSUMER_SEND_MSG_BACK fails.
             topic = names::dlq_topic(&group);
             props.insert(keys::DELAY, "-1");
             config = b
@@ -380,6 +380,20 @@ fn prepare_single(
         }
     }
 
+    // Delay levels and timers wait in their system topic; the response names the real queue.
+    // (A half message waits for its commit instead.)
+    let mut record_queue_id = queue_id;
+    if !half {
+        crate::schedule::handle_schedule_message(
+            b.store.config(),
+            &mut props,
+            &mut topic,
+            &mut record_queue_id,
+            h.sys_flag,
+            now_ms(),
+        )?;
+    }
+
     let uniq_key = match props.uniq_key() {
         Some(k) if !k.is_empty() => k.to_owned(),
         _ => {
@@ -392,7 +406,7 @@ fn prepare_single(
     let wait = wait_store_ok(&props);
 
     let mut record = MessageRecord::new(topic, req.body.clone(), props.to_bytes());
-    record.queue_id = queue_id;
+    record.queue_id = record_queue_id;
     record.flag = h.flag;
     record.sys_flag = sys_flag_for(&h, &config);
     record.born_timestamp = h.born_timestamp;
@@ -512,7 +526,7 @@ fn slice_of(whole: &Bytes, part: &[u8]) -> Bytes {
 
 /// A random number for queue selection, without a PRNG dependency: std's randomly keyed hasher
 /// over a counter.
-fn random_u32() -> u32 {
+pub(super) fn random_u32() -> u32 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut h = RandomState::new().build_hasher();
     h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));

@@ -5,11 +5,15 @@ mod common;
 
 mod admin;
 mod clients;
+mod delay;
 mod long_poll;
 mod offsets;
+mod pop;
 mod query;
 mod register;
 mod restart;
+mod retry;
 mod send_pull;
 mod sql_filter;
+mod timer;
 mod transaction;
