@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-READY_RE = re.compile(r"^apogee \S+ ready: namesrv=(\S+) broker=(\S+)$")
+READY_RE = re.compile(r"^apogee \S+ ready: namesrv=(\S+) broker=(\S+)(?: grpc=(\S+))?$")
 # Generous: a debug build on a loaded 2-core machine can take a while to open its store.
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -57,6 +57,7 @@ class Apogee:
         self.proc = None
         self.namesrv = None
         self.broker = None
+        self.grpc = None
         self.starts = 0
 
     def start(self):
@@ -71,6 +72,7 @@ class Apogee:
             "--namesrv-listen", "127.0.0.1:0",
             "--broker-listen", "127.0.0.1:0",
             "--broker-ip", "127.0.0.1",
+            "--grpc-listen", "127.0.0.1:0",
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
@@ -83,7 +85,7 @@ class Apogee:
                 line = raw.decode("utf-8", "replace").rstrip("\n")
                 m = READY_RE.match(line)
                 if m and not ready.is_set():
-                    found["namesrv"], found["broker"] = m.group(1), m.group(2)
+                    found["namesrv"], found["broker"], found["grpc"] = m.group(1), m.group(2), m.group(3)
                     ready.set()
             ready.set()  # stdout closed: the process is gone; start() reports it
 
@@ -94,7 +96,7 @@ class Apogee:
             raise AssertionError(
                 f"apogee did not print its ready line (exit code {code}); log:\n{self.log_tail()}"
             )
-        self.namesrv, self.broker = found["namesrv"], found["broker"]
+        self.namesrv, self.broker, self.grpc = found["namesrv"], found["broker"], found["grpc"]
         return self
 
     def _reap(self):

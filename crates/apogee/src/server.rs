@@ -5,7 +5,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use apogee_broker::{Broker, BrokerConfig};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use apogee_broker::{Broker, BrokerConfig, BrokerHandle};
+use apogee_grpc::{GrpcConfig, GrpcServer, GrpcServerHandle, LocalBackend};
 use apogee_namesrv::{NameServer, NamesrvConfig};
 use clap::Args;
 use serde::Deserialize;
@@ -49,6 +53,10 @@ pub struct ServerArgs {
     /// The cluster's name (default DefaultCluster).
     #[arg(long)]
     pub cluster_name: Option<String>,
+    /// gRPC endpoint (RocketMQ 5.x clients) listen address: default 0.0.0.0:8081 for
+    /// `standalone`, off for `broker` unless given; port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub grpc_listen: Option<String>,
     /// Log level: error, warn, info (default), debug, trace.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -223,6 +231,10 @@ pub fn run(role: Role, args: ServerArgs) -> Result<(), String> {
         } else {
             None
         };
+        let grpc = match (&broker, grpc_listen(role, &args)) {
+            (Some(b), Some(listen)) => Some(start_grpc(b, listen).await?),
+            _ => None,
+        };
         let mut line = format!("apogee {} ready:", env!("CARGO_PKG_VERSION"));
         if let Some(ns) = &namesrv {
             line.push_str(&format!(" namesrv={}", ns.local_addr()));
@@ -230,9 +242,15 @@ pub fn run(role: Role, args: ServerArgs) -> Result<(), String> {
         if let Some(b) = &broker {
             line.push_str(&format!(" broker={}", b.broker_addr()));
         }
+        if let (Some(g), Some(b)) = (&grpc, &broker) {
+            line.push_str(&format!(" grpc={}", grpc_advertised(b, g)));
+        }
         ready(&line);
         stop_signal().await;
         tracing::info!("stopping");
+        if let Some(g) = grpc {
+            g.shutdown().await;
+        }
         if let Some(b) = broker {
             b.shutdown()
                 .await
@@ -243,6 +261,44 @@ pub fn run(role: Role, args: ServerArgs) -> Result<(), String> {
         }
         Ok(())
     })
+}
+
+/// The gRPC listen address a role uses, if any.
+fn grpc_listen(role: Role, args: &ServerArgs) -> Option<String> {
+    match (role, &args.grpc_listen) {
+        (_, Some(listen)) => Some(listen.clone()),
+        (Role::Standalone, None) => Some(apogee_grpc::DEFAULT_LISTEN_ADDR.to_owned()),
+        _ => None,
+    }
+}
+
+/// Where clients dial the gRPC endpoint: the broker's advertised IP and the bound gRPC port.
+fn grpc_advertised(broker: &BrokerHandle, grpc: &GrpcServerHandle) -> SocketAddr {
+    SocketAddr::new(
+        broker.services().store_host().ip(),
+        grpc.local_addr().port(),
+    )
+}
+
+/// Serves RocketMQ 5.x gRPC clients over the in-process broker.
+async fn start_grpc(broker: &BrokerHandle, listen: String) -> Result<GrpcServerHandle, String> {
+    let config = GrpcConfig {
+        listen_addr: listen,
+        ..GrpcConfig::default()
+    };
+    let validate = config.producer.validate_message_type;
+    let ip = broker.services().store_host().ip();
+    // The port is known once bound (port 0); routes advertise it from then on, before the
+    // ready line lets any client in.
+    let backend = Arc::new(
+        LocalBackend::new(broker.services(), SocketAddr::new(ip, 0))
+            .with_validate_message_type(validate),
+    );
+    let handle = GrpcServer::start(config, backend.clone())
+        .await
+        .map_err(|e| format!("gRPC: {e}"))?;
+    backend.set_advertised(SocketAddr::new(ip, handle.local_addr().port()));
+    Ok(handle)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ impl Server {
             .args(["--namesrv-listen", "127.0.0.1:0"])
             .args(["--broker-listen", "127.0.0.1:0"])
             .args(["--broker-ip", "127.0.0.1"])
+            .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--flush-disk-type", "sync"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

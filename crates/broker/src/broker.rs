@@ -309,6 +309,11 @@ impl BrokerHandle {
         &self.inner.config
     }
 
+    /// The broker's services for an endpoint in the same process (see [`crate::local`]).
+    pub fn services(&self) -> crate::local::LocalServices {
+        crate::local::LocalServices::new(Arc::clone(&self.inner))
+    }
+
     /// Pulls parked by long polling right now.
     pub fn parked_pulls(&self) -> usize {
         self.inner.holds.parked()

@@ -25,6 +25,7 @@ mod broker;
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod local;
 pub mod long_polling;
 pub mod manager;
 pub mod names;

@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod local;
 pub mod metadata;
 pub mod server;
 pub mod service;
@@ -51,6 +52,7 @@ pub use config::{
     ConsumerSettings, GroupPolicy, GrpcConfig, ProducerSettings, RetryBackoff, DEFAULT_LISTEN_ADDR,
 };
 pub use error::GrpcError;
+pub use local::LocalBackend;
 pub use metadata::ClientMetadata;
 pub use server::{GrpcServer, GrpcServerHandle};
 pub use service::MessagingServiceImpl;

@@ -143,6 +143,35 @@ pub(crate) fn spawn_connection(
 }
 
 impl ConnectionHandle {
+    /// A connection with no socket behind it, for running request handlers in-process (an
+    /// embedded gRPC endpoint calling the broker's processors, as RocketMQ's local proxy mode
+    /// does). It reports `peer_addr` and `local_addr`; requests and responses sent on it fail
+    /// with [`RemotingError::ConnectionClosed`], and it closes only when told to.
+    pub fn detached(peer_addr: SocketAddr, local_addr: SocketAddr) -> Self {
+        let (out_tx, _) = mpsc::channel(1);
+        let handler: Arc<dyn RequestHandler> =
+            Arc::new(|_: RequestContext, _: RemotingCommand| HandlerFuture::no_reply());
+        let shared = Arc::new(Shared {
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            peer_addr,
+            local_addr,
+            config: Arc::new(RemotingConfig::default()),
+            handler,
+            out_tx,
+            pending: Mutex::new(PendingTable {
+                map: HashMap::default(),
+                closed: false,
+            }),
+            next_opaque: AtomicI32::new(1),
+            in_flight: AtomicUsize::new(0),
+            in_flight_zero: Notify::new(),
+            closed: Signal::default(),
+            draining: Signal::default(),
+            activity: AtomicU64::new(0),
+        });
+        ConnectionHandle { shared }
+    }
+
     /// A process-unique id.
     pub fn id(&self) -> u64 {
         self.shared.id

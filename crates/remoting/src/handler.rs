@@ -121,6 +121,12 @@ impl RequestContext {
         Self { connection }
     }
 
+    /// A context for calling a handler in-process, over a
+    /// [`ConnectionHandle::detached`] connection from `peer_addr`.
+    pub fn detached(peer_addr: SocketAddr, local_addr: SocketAddr) -> Self {
+        Self::new(ConnectionHandle::detached(peer_addr, local_addr))
+    }
+
     /// The connection the request arrived on.
     pub fn connection(&self) -> &ConnectionHandle {
         &self.connection
