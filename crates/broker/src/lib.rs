@@ -18,6 +18,7 @@
 //! the others on every change.
 
 mod broker;
+mod live_config;
 pub mod config;
 pub mod error;
 pub mod filter;

@@ -177,7 +177,7 @@ fn update_and_create_topic(
     let h: CreateTopicRequestHeader = header(req)?;
     let topic = &h.topic;
     names::validate_topic(topic).map_err(|r| respond(INVALID_PARAMETER, r))?;
-    if b.config.validate_system_topic_when_update_topic && b.topics.is_system_topic(topic) {
+    if b.live.validate_system_topic_when_update_topic() && b.topics.is_system_topic(topic) {
         return Err(respond(
             INVALID_PARAMETER,
             format!("The topic[{topic}] is conflict with system topic."),
@@ -220,7 +220,7 @@ fn delete_topic(b: &Arc<BrokerInner>, topic: String) -> HandlerFuture {
     if topic.trim().is_empty() {
         return HandlerFuture::reply(respond(INVALID_PARAMETER, "The specified topic is blank."));
     }
-    if b.config.validate_system_topic_when_update_topic && b.topics.is_system_topic(&topic) {
+    if b.live.validate_system_topic_when_update_topic() && b.topics.is_system_topic(&topic) {
         return HandlerFuture::reply(respond(
             INVALID_PARAMETER,
             format!("The topic[{topic}] is conflict with system topic."),
