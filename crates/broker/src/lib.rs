@@ -18,10 +18,10 @@
 //! the others on every change.
 
 mod broker;
-mod live_config;
 pub mod config;
 pub mod error;
 pub mod filter;
+mod live_config;
 pub mod long_polling;
 pub mod manager;
 pub mod names;

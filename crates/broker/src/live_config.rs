@@ -68,7 +68,10 @@ pub(crate) enum SettingError {
     /// Known, but read only at startup.
     Static(String),
     Unknown(String),
-    BadValue { key: String, value: String },
+    BadValue {
+        key: String,
+        value: String,
+    },
 }
 
 impl std::fmt::Display for SettingError {
@@ -159,9 +162,7 @@ impl LiveConfig {
             }
             Setting::MaxTransferCountOnMessageInMemory(v) => self.max_transfer_count.store(v, o),
             Setting::MaxTransferBytesOnMessageInMemory(v) => self.max_transfer_bytes.store(v, o),
-            Setting::TransactionCheckInterval(v) => {
-                self.transaction_check_interval_ms.store(v, o)
-            }
+            Setting::TransactionCheckInterval(v) => self.transaction_check_interval_ms.store(v, o),
             Setting::AutoCreateTopicEnable(_) | Setting::AutoCreateSubscriptionGroup(_) => {
                 return false
             }

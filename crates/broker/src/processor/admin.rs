@@ -418,9 +418,11 @@ fn reset_offset(b: &Arc<BrokerInner>, h: ResetOffsetRequestHeader) -> HandlerFut
     };
     HandlerFuture::new(async move {
         for conn in connections {
-            let request =
-                RemotingCommand::request_with_header(rc::RESET_CONSUMER_CLIENT_OFFSET, &notify_header)
-                    .with_body(encoded_body.clone());
+            let request = RemotingCommand::request_with_header(
+                rc::RESET_CONSUMER_CLIENT_OFFSET,
+                &notify_header,
+            )
+            .with_body(encoded_body.clone());
             match tokio::time::timeout(RESET_NOTIFY_TIMEOUT, conn.invoke_oneway(request)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -601,7 +603,10 @@ fn broker_config(b: &BrokerInner) -> RemotingCommand {
         ("brokerTopicEnable", c.broker_topic_enable.to_string()),
         ("regionId", c.region_id.clone()),
         ("traceOn", b.live.trace_on().to_string()),
-        ("longPollingEnable", b.live.long_polling_enable().to_string()),
+        (
+            "longPollingEnable",
+            b.live.long_polling_enable().to_string(),
+        ),
         (
             "shortPollingTimeMills",
             b.live.short_polling_time_ms().to_string(),

@@ -10,6 +10,7 @@ mod offsets;
 mod pop;
 mod query;
 mod register;
+mod reset_config;
 mod restart;
 mod send_pull;
 mod sql_filter;
