@@ -25,6 +25,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::BrokerConfig;
 use crate::error::{BrokerError, Result};
 use crate::filter::FilterRegistry;
+use crate::live_config::LiveConfig;
 use crate::long_polling::PullHoldService;
 use crate::manager::{
     lock, now_ms, ConsumerManager, ConsumerOffsetManager, Membership, ProducerManager,
@@ -45,7 +46,10 @@ pub(crate) struct Stats {
 
 /// Everything the processors share.
 pub(crate) struct BrokerInner {
+    /// The settings the broker started with.
     pub config: BrokerConfig,
+    /// The settings UPDATE_BROKER_CONFIG may change; read these, not `config`, for them.
+    pub live: LiveConfig,
     pub store: Arc<MessageStore>,
     /// STOREHOST of every record and the address in offsetMsgIds.
     pub store_host: SocketAddr,
@@ -207,6 +211,7 @@ impl Broker {
             ha_server_addr: SocketAddr::new(ip, ha_port).to_string(),
             store_host,
             store,
+            live: LiveConfig::new(&config),
             config,
         });
         inner.topics.persist()?;

@@ -26,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod filter;
 pub mod local;
+mod live_config;
 pub mod long_polling;
 pub mod manager;
 pub mod names;

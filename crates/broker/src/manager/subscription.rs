@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use apogee_protocol::body::{DataVersion, SubscriptionGroupConfig, SubscriptionGroupWrapper};
@@ -19,7 +20,8 @@ pub struct SubscriptionGroupManager {
     state: Mutex<SubscriptionGroupWrapper>,
     persist_lock: Mutex<()>,
     path: PathBuf,
-    auto_create: bool,
+    /// `autoCreateSubscriptionGroup`, changeable at runtime (UPDATE_BROKER_CONFIG).
+    auto_create: AtomicBool,
 }
 
 impl SubscriptionGroupManager {
@@ -54,8 +56,16 @@ impl SubscriptionGroupManager {
             state: Mutex::new(wrapper),
             persist_lock: Mutex::new(()),
             path,
-            auto_create: config.auto_create_subscription_group,
+            auto_create: AtomicBool::new(config.auto_create_subscription_group),
         })
+    }
+
+    pub fn auto_create(&self) -> bool {
+        self.auto_create.load(Ordering::Relaxed)
+    }
+
+    pub fn set_auto_create(&self, on: bool) {
+        self.auto_create.store(on, Ordering::Relaxed);
     }
 
     /// The group's config without creating it.
@@ -80,7 +90,7 @@ impl SubscriptionGroupManager {
             if let Some(c) = s.subscription_group_table.get(group) {
                 return Ok(Some(c.clone()));
             }
-            if !self.auto_create || validate_group(group).is_err() {
+            if !self.auto_create() || validate_group(group).is_err() {
                 return Ok(None);
             }
             let c = SubscriptionGroupConfig::new(group);

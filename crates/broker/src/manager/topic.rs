@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use apogee_protocol::body::{DataVersion, TopicConfig, TopicConfigSerializeWrapper};
@@ -33,7 +34,8 @@ pub struct TopicConfigManager {
     /// System topics beyond [`names::STATIC_SYSTEM_TOPICS`]: this broker's cluster- and
     /// broker-name topics and the like.
     system_topics: HashSet<String>,
-    auto_create_topic_enable: bool,
+    /// `autoCreateTopicEnable`, changeable at runtime (UPDATE_BROKER_CONFIG).
+    auto_create_topic_enable: AtomicBool,
     changed: Arc<Notify>,
 }
 
@@ -117,9 +119,19 @@ impl TopicConfigManager {
             persist_lock: Mutex::new(()),
             path,
             system_topics,
-            auto_create_topic_enable: config.auto_create_topic_enable,
+            auto_create_topic_enable: AtomicBool::new(config.auto_create_topic_enable),
             changed,
         })
+    }
+
+    pub fn auto_create_topic_enable(&self) -> bool {
+        self.auto_create_topic_enable.load(Ordering::Relaxed)
+    }
+
+    /// Turns auto-creation from TBW102 on or off. As in RocketMQ, turning it on only helps when
+    /// TBW102 exists (it is made at startup when the setting was on then).
+    pub fn set_auto_create_topic_enable(&self, on: bool) {
+        self.auto_create_topic_enable.store(on, Ordering::Relaxed);
     }
 
     pub fn select(&self, topic: &str) -> Option<TopicConfig> {
@@ -187,7 +199,7 @@ impl TopicConfigManager {
                 return Ok(None);
             };
             let mut template_perm = template.perm;
-            if default_topic == AUTO_CREATE_TOPIC_KEY_TOPIC && !self.auto_create_topic_enable {
+            if default_topic == AUTO_CREATE_TOPIC_KEY_TOPIC && !self.auto_create_topic_enable() {
                 template_perm = perm::READ | perm::WRITE;
             }
             if !perm::is_inherited(template_perm) {

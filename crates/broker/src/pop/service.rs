@@ -166,7 +166,7 @@ struct Checked {
 
 fn check_pop(b: &BrokerInner, r: &PopRequest) -> Result<Checked, PopError> {
     let ip = b.store_host.ip();
-    if !perm::is_readable(b.config.broker_permission) {
+    if !perm::is_readable(b.live.broker_permission()) {
         return Err(PopError::NoPermission(format!(
             "the broker[{ip}] pop message is forbidden"
         )));
@@ -358,7 +358,7 @@ fn collect(b: &BrokerInner, r: &PopRequest, c: &Checked) -> PopResult {
                 qid,
                 next,
                 remaining,
-                b.config.max_transfer_bytes,
+                b.live.max_transfer_bytes(),
                 &|tags_code| c.filter.matches(tags_code),
                 record_filter.map(|_| &by_record as RecordFilter<'_>),
             );

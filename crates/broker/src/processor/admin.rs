@@ -1,13 +1,16 @@
 //! Administration (the mqadmin side of `AdminBrokerProcessor`): topics, subscription groups,
-//! statistics, client connections, broker runtime info and config.
+//! statistics, client connections, broker runtime info and config (read and runtime update), and
+//! resetting a group's offsets to a time (INVOKE_BROKER_TO_RESET_OFFSET).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use apogee_protocol::body::{
     ConsumeStats, JsonBody, KVTable, MessageQueue, OffsetWrapper, ProducerConnection,
-    SubscriptionGroupConfig, TopicConfig, TopicFilterType, TopicOffset, TopicStatsTable,
+    ResetOffsetBody, SubscriptionGroupConfig, TopicConfig, TopicFilterType, TopicOffset,
+    TopicStatsTable,
 };
 use apogee_protocol::codes::request_code as rc;
 use apogee_protocol::codes::response_code::*;
@@ -16,9 +19,12 @@ use apogee_protocol::json::{self, JsonForm, WireEnum};
 use apogee_protocol::message::RecordView;
 use apogee_protocol::RemotingCommand;
 use apogee_remoting::{not_supported, HandlerFuture, RequestContext};
+use apogee_store::BoundaryType;
+use tracing::{debug, info};
 
 use super::{header, persist_error, respond, success, try_reply};
 use crate::broker::BrokerInner;
+use crate::live_config::{parse_properties, Setting};
 use crate::names;
 
 pub(crate) const CODES: &[i32] = &[
@@ -36,7 +42,12 @@ pub(crate) const CODES: &[i32] = &[
     rc::GET_PRODUCER_CONNECTION_LIST,
     rc::GET_BROKER_RUNTIME_INFO,
     rc::GET_BROKER_CONFIG,
+    rc::UPDATE_BROKER_CONFIG,
+    rc::INVOKE_BROKER_TO_RESET_OFFSET,
 ];
+
+/// How long telling one consumer about a reset may wait for room on its connection.
+const RESET_NOTIFY_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub(crate) fn handle(
     b: &Arc<BrokerInner>,
@@ -129,6 +140,11 @@ pub(crate) fn handle(
             table: runtime_info(b),
         }),
         rc::GET_BROKER_CONFIG => broker_config(b),
+        rc::UPDATE_BROKER_CONFIG => update_broker_config(b, &req),
+        rc::INVOKE_BROKER_TO_RESET_OFFSET => {
+            let h: ResetOffsetRequestHeader = try_reply!(header(&req));
+            return reset_offset(b, h);
+        }
         _ => not_supported(&req),
     };
     HandlerFuture::reply(response)
@@ -177,7 +193,7 @@ fn update_and_create_topic(
     let h: CreateTopicRequestHeader = header(req)?;
     let topic = &h.topic;
     names::validate_topic(topic).map_err(|r| respond(INVALID_PARAMETER, r))?;
-    if b.config.validate_system_topic_when_update_topic && b.topics.is_system_topic(topic) {
+    if b.live.validate_system_topic_when_update_topic() && b.topics.is_system_topic(topic) {
         return Err(respond(
             INVALID_PARAMETER,
             format!("The topic[{topic}] is conflict with system topic."),
@@ -220,7 +236,7 @@ fn delete_topic(b: &Arc<BrokerInner>, topic: String) -> HandlerFuture {
     if topic.trim().is_empty() {
         return HandlerFuture::reply(respond(INVALID_PARAMETER, "The specified topic is blank."));
     }
-    if b.config.validate_system_topic_when_update_topic && b.topics.is_system_topic(&topic) {
+    if b.live.validate_system_topic_when_update_topic() && b.topics.is_system_topic(&topic) {
         return HandlerFuture::reply(respond(
             INVALID_PARAMETER,
             format!("The topic[{topic}] is conflict with system topic."),
@@ -256,6 +272,167 @@ fn update_group(
     names::validate_group(&config.group_name).map_err(|r| respond(INVALID_PARAMETER, r))?;
     b.groups.update(config).map_err(persist_error)?;
     Ok(success())
+}
+
+/// UPDATE_BROKER_CONFIG: applies a properties body. Every key is checked before any is applied;
+/// keys that only take effect at startup, unknown keys and bad values are refused together
+/// (INVALID_PARAMETER naming them). Nothing is persisted: a restart goes back to the config file.
+fn update_broker_config(b: &BrokerInner, req: &RemotingCommand) -> RemotingCommand {
+    let text = String::from_utf8_lossy(&req.body);
+    let mut settings = Vec::new();
+    let mut refused = Vec::new();
+    for (key, value) in parse_properties(&text) {
+        match Setting::parse(&key, &value) {
+            Ok(s) => settings.push(s),
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    if !refused.is_empty() {
+        return respond(
+            INVALID_PARAMETER,
+            format!("broker config not updated: {}", refused.join("; ")),
+        );
+    }
+    for s in &settings {
+        match *s {
+            Setting::AutoCreateTopicEnable(on) => b.topics.set_auto_create_topic_enable(on),
+            Setting::AutoCreateSubscriptionGroup(on) => b.groups.set_auto_create(on),
+            other => {
+                b.live.set(other);
+            }
+        }
+    }
+    if settings
+        .iter()
+        .any(|s| matches!(s, Setting::BrokerPermission(_)))
+    {
+        // Name servers hear about the broker again at once.
+        b.topics_changed.notify_one();
+    }
+    if !settings.is_empty() {
+        info!(?settings, "broker config updated");
+    }
+    success()
+}
+
+/// INVOKE_BROKER_TO_RESET_OFFSET, as a RocketMQ 5 broker does it (server-side reset): the group's
+/// committed offsets of the topic's queues (or of `queueId` alone) are set to the position of
+/// `timestamp` (-1: the end of the queue) or to the explicit `offset`, and the answer lists them.
+/// Without `isForce` an offset only moves back, as in RocketMQ 4. Every online consumer of the
+/// group is also sent RESET_CONSUMER_CLIENT_OFFSET with the new offsets so it jumps at once
+/// instead of committing its old position over the reset; with no consumer online the offsets
+/// are still written (consumers that start later resume there).
+fn reset_offset(b: &Arc<BrokerInner>, h: ResetOffsetRequestHeader) -> HandlerFuture {
+    let (topic, group) = (&h.topic, &h.group);
+    let Some(config) = b.topics.select(topic) else {
+        return HandlerFuture::reply(respond(
+            TOPIC_NOT_EXIST,
+            format!("Topic {topic} does not exist"),
+        ));
+    };
+    let online = b.consumers.group(group);
+    if !b.groups.contains(group)
+        && online.is_none()
+        && !b.offsets.topics_of_group(group).contains(topic)
+    {
+        return HandlerFuture::reply(respond(
+            SUBSCRIPTION_GROUP_NOT_EXIST,
+            format!("Group {group} does not exist"),
+        ));
+    }
+    let target_by_time = |queue_id: i32| -> i64 {
+        if h.timestamp == -1 {
+            b.store.max_offset(topic, queue_id) as i64
+        } else {
+            b.store
+                .search_offset_by_timestamp(topic, queue_id, h.timestamp, BoundaryType::Lower)
+                as i64
+        }
+    };
+    let mut targets: Vec<(i32, i64)> = Vec::new();
+    if h.queue_id >= 0 {
+        let queue_id = h.queue_id;
+        let target = match h.offset.filter(|&o| o != -1) {
+            Some(offset) => {
+                let min = b.store.min_offset(topic, queue_id) as i64;
+                let max = b.store.max_offset(topic, queue_id) as i64;
+                if offset < min || offset > max {
+                    return HandlerFuture::reply(respond(
+                        SYSTEM_ERROR,
+                        format!("Target offset {offset} not in consume queue range [{min}-{max}]"),
+                    ));
+                }
+                offset
+            }
+            None => target_by_time(queue_id),
+        };
+        targets.push((queue_id, target));
+    } else {
+        targets.extend((0..config.read_queue_nums).map(|q| (q, target_by_time(q))));
+    }
+    if targets.is_empty() {
+        return HandlerFuture::reply(respond(SYSTEM_ERROR, "No queues to reset."));
+    }
+
+    let mut body = ResetOffsetBody::default();
+    for (queue_id, target) in targets {
+        let current = b.offsets.query_offset(group, topic, queue_id);
+        let offset = match current {
+            Some(c) if !h.is_force && target >= c => c,
+            _ => target,
+        };
+        b.offsets.commit_offset(group, topic, queue_id, offset);
+        b.offsets.commit_pull_offset(group, topic, queue_id, offset);
+        body.offset_table.insert(
+            MessageQueue::new(topic.as_str(), b.config.broker_name.as_str(), queue_id),
+            offset,
+        );
+    }
+    info!(
+        topic = %topic,
+        group = %group,
+        timestamp = h.timestamp,
+        force = h.is_force,
+        queues = body.offset_table.len(),
+        "offsets reset"
+    );
+    let encoded_body = match body.encode() {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            return HandlerFuture::reply(respond(
+                SYSTEM_ERROR,
+                format!("cannot encode the response: {e}"),
+            ))
+        }
+    };
+    let connections: Vec<_> = online
+        .map(|g| g.channels.into_values().map(|c| c.connection).collect())
+        .unwrap_or_default();
+    let notify_header = ResetOffsetRequestHeader {
+        group: group.clone(),
+        topic: topic.clone(),
+        queue_id: h.queue_id,
+        offset: None,
+        timestamp: h.timestamp,
+        is_force: h.is_force,
+    };
+    HandlerFuture::new(async move {
+        for conn in connections {
+            let request = RemotingCommand::request_with_header(
+                rc::RESET_CONSUMER_CLIENT_OFFSET,
+                &notify_header,
+            )
+            .with_body(encoded_body.clone());
+            match tokio::time::timeout(RESET_NOTIFY_TIMEOUT, conn.invoke_oneway(request)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!(peer = %conn.peer_addr(), error = %e, "cannot send the offset reset")
+                }
+                Err(_) => debug!(peer = %conn.peer_addr(), "sending the offset reset timed out"),
+            }
+        }
+        Some(success().with_body(encoded_body))
+    })
 }
 
 /// Store time of the record at logical `offset` of a queue.
@@ -409,25 +586,35 @@ fn broker_config(b: &BrokerInner) -> RemotingCommand {
         ("brokerIP1", b.store_host.ip().to_string()),
         ("listenPort", b.store_host.port().to_string()),
         ("namesrvAddr", c.namesrv_addrs.join(";")),
-        ("brokerPermission", c.broker_permission.to_string()),
+        ("brokerPermission", b.live.broker_permission().to_string()),
         (
             "defaultTopicQueueNums",
             c.default_topic_queue_nums.to_string(),
         ),
         (
             "autoCreateTopicEnable",
-            c.auto_create_topic_enable.to_string(),
+            b.topics.auto_create_topic_enable().to_string(),
         ),
         (
             "autoCreateSubscriptionGroup",
-            c.auto_create_subscription_group.to_string(),
+            b.groups.auto_create().to_string(),
         ),
         ("clusterTopicEnable", c.cluster_topic_enable.to_string()),
         ("brokerTopicEnable", c.broker_topic_enable.to_string()),
         ("regionId", c.region_id.clone()),
-        ("traceOn", c.trace_on.to_string()),
-        ("longPollingEnable", c.long_polling_enable.to_string()),
-        ("shortPollingTimeMills", c.short_polling_time_ms.to_string()),
+        ("traceOn", b.live.trace_on().to_string()),
+        (
+            "longPollingEnable",
+            b.live.long_polling_enable().to_string(),
+        ),
+        (
+            "shortPollingTimeMills",
+            b.live.short_polling_time_ms().to_string(),
+        ),
+        (
+            "transactionCheckInterval",
+            b.live.transaction_check_interval_ms().to_string(),
+        ),
         (
             "registerNameServerPeriod",
             c.register_name_server_period_ms.to_string(),
@@ -446,11 +633,11 @@ fn broker_config(b: &BrokerInner) -> RemotingCommand {
         ),
         (
             "litePullMessageEnable",
-            c.lite_pull_message_enable.to_string(),
+            b.live.lite_pull_message_enable().to_string(),
         ),
         (
             "validateSystemTopicWhenUpdateTopic",
-            c.validate_system_topic_when_update_topic.to_string(),
+            b.live.validate_system_topic_when_update_topic().to_string(),
         ),
         ("storePathRootDir", store.root_dir.display().to_string()),
         (
@@ -469,11 +656,11 @@ fn broker_config(b: &BrokerInner) -> RemotingCommand {
         ("fileReservedTime", store.file_reserved_hours.to_string()),
         (
             "maxTransferCountOnMessageInMemory",
-            c.max_transfer_count.to_string(),
+            b.live.max_transfer_count().to_string(),
         ),
         (
             "maxTransferBytesOnMessageInMemory",
-            c.max_transfer_bytes.to_string(),
+            b.live.max_transfer_bytes().to_string(),
         ),
     ];
     let mut body = String::new();

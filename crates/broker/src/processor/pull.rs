@@ -75,10 +75,10 @@ fn run(b: &BrokerInner, code: i32, h: &PullMessageRequestHeader, allow_suspend: 
         && allow_suspend
         && pull_sys_flag::has_suspend(h.sys_flag)
     {
-        let polling_ms = if b.config.long_polling_enable {
+        let polling_ms = if b.live.long_polling_enable() {
             h.suspend_timeout_millis.clamp(0, MAX_SUSPEND_MS) as u64
         } else {
-            b.config.short_polling_time_ms
+            b.live.short_polling_time_ms()
         };
         return Outcome::Suspend { polling_ms };
     }
@@ -94,7 +94,7 @@ async fn hold(
     polling_ms: u64,
 ) -> Option<RemotingCommand> {
     let deadline = Instant::now() + Duration::from_millis(polling_ms);
-    let long_polling = b.config.long_polling_enable;
+    let long_polling = b.live.long_polling_enable();
     let mut wait_above = h.queue_offset.max(0) as u64;
     loop {
         let Some(mut parked) = b.holds.park(&h.topic, h.queue_id, wait_above, long_polling) else {
@@ -159,13 +159,13 @@ fn pull_once(
     allow_suspend: bool,
 ) -> Result<Ran, RemotingCommand> {
     let ip = b.store_host.ip();
-    if !perm::is_readable(b.config.broker_permission) {
+    if !perm::is_readable(b.live.broker_permission()) {
         return Err(forbidden(
             format!("the broker[{ip}] pulling message is forbidden"),
             BROKER_FORBIDDEN,
         ));
     }
-    if code == LITE_PULL_MESSAGE && !b.config.lite_pull_message_enable {
+    if code == LITE_PULL_MESSAGE && !b.live.lite_pull_message_enable() {
         return Err(forbidden(
             format!("the broker[{ip}] for lite pull consumer is forbidden"),
             BROKER_FORBIDDEN,
@@ -377,8 +377,8 @@ fn read(b: &BrokerInner, h: &PullMessageRequestHeader, filter: &MessageFilter) -
             total_bytes: 0,
         };
     }
-    let max_count = (h.max_msg_nums.max(1) as usize).min(b.config.max_transfer_count.max(1));
-    let mut max_bytes = b.config.max_transfer_bytes;
+    let max_count = (h.max_msg_nums.max(1) as usize).min(b.live.max_transfer_count().max(1));
+    let mut max_bytes = b.live.max_transfer_bytes();
     if let Some(limit) = h.max_msg_bytes.filter(|&l| l > 0) {
         max_bytes = max_bytes.min(limit as usize);
     }

@@ -157,7 +157,7 @@ fn stamp(b: &BrokerInner, mut response: RemotingCommand) -> RemotingCommand {
         .insert(EXT_MSG_REGION, b.config.region_id.as_str());
     response.ext_fields.insert(
         EXT_TRACE_ON,
-        if b.config.trace_on { "true" } else { "false" },
+        if b.live.trace_on() { "true" } else { "false" },
     );
     response
 }
@@ -197,7 +197,7 @@ fn msg_check(
     ctx: &RequestContext,
     h: &SendMessageRequestHeader,
 ) -> Result<(TopicConfig, bool), RemotingCommand> {
-    if !perm::is_writeable(b.config.broker_permission) && b.topics.is_order_topic(&h.topic) {
+    if !perm::is_writeable(b.live.broker_permission()) && b.topics.is_order_topic(&h.topic) {
         return Err(respond(
             NO_PERMISSION,
             format!(

@@ -42,8 +42,9 @@ pub(crate) async fn run(inner: Arc<BrokerInner>, mut stop: watch::Receiver<bool>
         // Only a master checks transactions back (a slave's half queue is a replica).
         return;
     }
-    let period = Duration::from_millis(inner.config.transaction_check_interval_ms.max(10));
     loop {
+        // Read each round: UPDATE_BROKER_CONFIG may change it.
+        let period = Duration::from_millis(inner.live.transaction_check_interval_ms().max(10));
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(period) => {}

@@ -11,6 +11,7 @@ mod offsets;
 mod pop;
 mod query;
 mod register;
+mod reset_config;
 mod restart;
 mod retry;
 mod send_pull;
