@@ -29,6 +29,8 @@ pub mod pop;
 mod processor;
 mod register;
 mod transaction;
+mod traffic;
+pub mod http;
 
 pub use broker::{Broker, BrokerHandle};
 pub use config::{BrokerConfig, FlushDiskTypeConfig, StoreOptions};
