@@ -21,6 +21,7 @@ mod broker;
 pub mod config;
 pub mod error;
 pub mod filter;
+pub mod http;
 pub mod long_polling;
 pub mod manager;
 pub mod names;
@@ -28,9 +29,8 @@ mod persist;
 pub mod pop;
 mod processor;
 mod register;
-mod transaction;
 mod traffic;
-pub mod http;
+mod transaction;
 
 pub use broker::{Broker, BrokerHandle};
 pub use config::{BrokerConfig, FlushDiskTypeConfig, StoreOptions};

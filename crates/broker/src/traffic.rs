@@ -172,10 +172,7 @@ mod tests {
         t.record_in("A", 2, 10);
         t.record_in("A", 1, 5);
         t.record_in("B", 1, 1);
-        assert_eq!(
-            t.inputs(),
-            vec![("A".into(), 3, 15), ("B".into(), 1, 1)]
-        );
+        assert_eq!(t.inputs(), vec![("A".into(), 3, 15), ("B".into(), 1, 1)]);
         t.record_out("A", "G", 1, 7);
         t.record_out("A", "G", 1, 7);
         t.record_out("A", "H", 1, 7);
@@ -191,7 +188,11 @@ mod tests {
         t.record_rpc(10, 0, 9_000_000); // overflow
         let rpc = t.rpc();
         let h = &rpc[0].1;
-        let counts: Vec<u64> = h.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = h
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         assert_eq!(counts, vec![1, 1, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(h.count.load(Ordering::Relaxed), 3);
         t.remove_group("G");

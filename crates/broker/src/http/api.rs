@@ -152,7 +152,10 @@ pub fn message_by_id(b: &BrokerInner, id: &str, topic: Option<&str>) -> Reply {
     if let Ok(parsed) = OffsetMsgId::parse(id) {
         if let Ok(offset) = u64::try_from(parsed.physical_offset) {
             if let Some(record) = b.store.message_at(offset) {
-                if RecordView::parse(&record).is_ok_and(|v| v.physical_offset == offset as i64) {
+                // The id must name this record: its start offset and its store host.
+                if RecordView::parse(&record).is_ok_and(|v| {
+                    v.physical_offset == parsed.physical_offset && v.store_host == parsed.store_host
+                }) {
                     if let Some(m) = message_json(&record) {
                         return Reply::json(200, &json!({ "messages": [m] }));
                     }

@@ -115,11 +115,8 @@ pub fn groups(b: &BrokerInner) -> Vec<GroupTopicState> {
                 .map(|queue_id| {
                     let broker_offset = b.store.max_offset(&topic, queue_id);
                     let min = b.store.min_offset(&topic, queue_id);
-                    let consumer_offset = committed
-                        .get(&queue_id)
-                        .copied()
-                        .unwrap_or(0)
-                        .max(0) as u64;
+                    let consumer_offset =
+                        committed.get(&queue_id).copied().unwrap_or(0).max(0) as u64;
                     let lag = broker_offset.saturating_sub(consumer_offset);
                     let lag_latency_ms = if lag > 0 {
                         store_time_at(b, &topic, queue_id, consumer_offset.max(min))

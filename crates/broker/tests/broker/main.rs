@@ -5,6 +5,7 @@ mod common;
 
 mod admin;
 mod clients;
+mod http;
 mod long_poll;
 mod offsets;
 mod pop;
