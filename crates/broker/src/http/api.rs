@@ -173,7 +173,7 @@ pub fn message_by_id(b: &BrokerInner, id: &str, topic: Option<&str>) -> Reply {
                     properties::find_str(v.properties, keys::UNIQ_KEY).as_deref() == Some(id)
                 })
             })
-            .filter_map(|r| message_json(r))
+            .filter_map(message_json)
             .collect();
         if !found.is_empty() {
             return Reply::json(200, &json!({ "messages": found }));
@@ -190,7 +190,7 @@ pub fn messages_by_key(b: &BrokerInner, topic: &str, key: &str) -> Reply {
         .store
         .query_by_key(topic, key, MAX_KEY_RESULTS, 0, i64::MAX)
         .iter()
-        .filter_map(|r| message_json(r))
+        .filter_map(message_json)
         .collect();
     Reply::json(200, &json!({ "messages": found }))
 }
