@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-READY_RE = re.compile(r"^apogee \S+ ready: namesrv=(\S+) broker=(\S+)(?: grpc=(\S+))?$")
+READY_RE = re.compile(r"^apogee \S+ ready: namesrv=(\S+) broker=(\S+)(?: grpc=(\S+))?(?: http=(\S+))?$")
 # Generous: a debug build on a loaded 2-core machine can take a while to open its store.
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -73,6 +73,7 @@ class Apogee:
             "--broker-listen", "127.0.0.1:0",
             "--broker-ip", "127.0.0.1",
             "--grpc-listen", "127.0.0.1:0",
+            "--http-listen", "127.0.0.1:0",
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)

@@ -38,6 +38,10 @@ pub struct ServerArgs {
     /// Broker listen address (default 0.0.0.0:10911; port 0 picks a free port).
     #[arg(long, value_name = "HOST:PORT")]
     pub broker_listen: Option<String>,
+    /// HTTP listen address for /metrics and the web page (default 0.0.0.0:8080; port 0 picks a
+    /// free port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8080")]
+    pub http_listen: String,
     /// Address the broker advertises to clients (RocketMQ's brokerIP1).
     #[arg(long, value_name = "IP")]
     pub broker_ip: Option<String>,
@@ -235,6 +239,14 @@ pub fn run(role: Role, args: ServerArgs) -> Result<(), String> {
             (Some(b), Some(listen)) => Some(start_grpc(b, listen).await?),
             _ => None,
         };
+        let http = match &broker {
+            Some(b) => Some(
+                b.start_http(&args.http_listen)
+                    .await
+                    .map_err(|e| format!("http: {e}"))?,
+            ),
+            None => None,
+        };
         let mut line = format!("apogee {} ready:", env!("CARGO_PKG_VERSION"));
         if let Some(ns) = &namesrv {
             line.push_str(&format!(" namesrv={}", ns.local_addr()));
@@ -245,12 +257,16 @@ pub fn run(role: Role, args: ServerArgs) -> Result<(), String> {
         if let (Some(g), Some(b)) = (&grpc, &broker) {
             line.push_str(&format!(" grpc={}", grpc_advertised(b, g)));
         }
+        if let Some(h) = &http {
+            line.push_str(&format!(" http={}", h.local_addr()));
+        }
         ready(&line);
         stop_signal().await;
         tracing::info!("stopping");
         if let Some(g) = grpc {
             g.shutdown().await;
         }
+        drop(http);
         if let Some(b) = broker {
             b.shutdown()
                 .await

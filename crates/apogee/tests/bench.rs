@@ -31,6 +31,10 @@ fn standalone(dir: &Path) -> Server {
             "127.0.0.1:0",
             "--broker-ip",
             "127.0.0.1",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
             "--log-level",
             "warn",
         ])

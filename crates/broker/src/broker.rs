@@ -42,6 +42,8 @@ use crate::{processor, register};
 pub(crate) struct Stats {
     pub put_messages: AtomicU64,
     pub got_messages: AtomicU64,
+    /// Per topic / group / request code counters for `/metrics` and the web page.
+    pub traffic: crate::traffic::Traffic,
 }
 
 /// Everything the processors share.
@@ -370,6 +372,14 @@ impl BrokerHandle {
     pub async fn wait_transaction_stats(&self, ready: impl Fn(&TransactionStats) -> bool) {
         let mut rx = self.inner.transactions.subscribe();
         let _ = rx.wait_for(|s| ready(s)).await;
+    }
+
+    /// Starts the HTTP server (`/metrics`, the web page at `/`, its JSON under `/api/`) on
+    /// `addr` (`HOST:PORT`; port 0 picks a free port). It stops when the returned handle drops.
+    pub async fn start_http(&self, addr: &str) -> Result<crate::http::HttpServer> {
+        crate::http::start(Arc::clone(&self.inner), addr)
+            .await
+            .map_err(|e| BrokerError::io(addr, e))
     }
 
     /// The POP API (receive with receipt handles, ack, change invisible time) for the gRPC

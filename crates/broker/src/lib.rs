@@ -25,8 +25,9 @@ mod broker;
 pub mod config;
 pub mod error;
 pub mod filter;
-pub mod local;
+pub mod http;
 mod live_config;
+pub mod local;
 pub mod long_polling;
 pub mod manager;
 pub mod names;
@@ -37,6 +38,7 @@ mod register;
 mod reput;
 mod schedule;
 pub mod timer;
+mod traffic;
 mod transaction;
 mod worker;
 

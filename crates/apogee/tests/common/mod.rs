@@ -54,6 +54,7 @@ impl Server {
             .arg(data_dir)
             .args(["--namesrv-listen", "127.0.0.1:0"])
             .args(["--broker-listen", "127.0.0.1:0"])
+            .args(["--http-listen", "127.0.0.1:0"])
             .args(["--broker-ip", "127.0.0.1"])
             .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--flush-disk-type", "sync"])

@@ -105,6 +105,7 @@ pub(crate) fn handle(
             }
             if h.clean_offset {
                 b.offsets.remove_group(&h.group_name);
+                b.stats.traffic.remove_group(&h.group_name);
             }
             success()
         }
@@ -246,6 +247,7 @@ fn delete_topic(b: &Arc<BrokerInner>, topic: String) -> HandlerFuture {
         return HandlerFuture::reply(persist_error(e));
     }
     b.offsets.remove_topic(&topic);
+    b.stats.traffic.remove_topic(&topic);
     // Removing the queue files is disk work: keep it off the async workers.
     let store = Arc::clone(&b.store);
     HandlerFuture::new(async move {

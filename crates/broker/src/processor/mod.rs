@@ -34,7 +34,19 @@ struct Bound {
 
 impl RequestHandler for Bound {
     fn handle(&self, ctx: RequestContext, request: RemotingCommand) -> HandlerFuture {
-        (self.handler)(&self.inner, ctx, request)
+        // Latency per request code for `rocketmq_rpc_latency`, measured until the reply is ready
+        // (long-polling and sync-flush waits included).
+        let started = std::time::Instant::now();
+        let code = request.code;
+        let reply = (self.handler)(&self.inner, ctx, request);
+        let inner = Arc::clone(&self.inner);
+        HandlerFuture::new(async move {
+            let response = reply.await;
+            let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            let response_code = response.as_ref().map(|r| r.code).unwrap_or(-1);
+            inner.stats.traffic.record_rpc(code, response_code, us);
+            response
+        })
     }
 }
 

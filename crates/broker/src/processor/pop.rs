@@ -58,6 +58,8 @@ fn pop(b: &Arc<BrokerInner>, ctx: RequestContext, req: &RemotingCommand) -> Hand
         fifo: h.order,
         attempt_id: h.attempt_id,
     };
+    // Kept for the traffic counters (one copy per request, not per message).
+    let (group, topic) = (request.group.clone(), request.topic.clone());
     let b = Arc::clone(b);
     HandlerFuture::new(async move {
         let result = tokio::select! {
@@ -92,6 +94,9 @@ fn pop(b: &Arc<BrokerInner>, ctx: RequestContext, req: &RemotingCommand) -> Hand
                 r.messages.len() as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );
+            b.stats
+                .traffic
+                .record_out(&topic, &group, r.messages.len() as u64, body.len() as u64);
             response.body = body.freeze();
         }
         Some(response)

@@ -315,6 +315,12 @@ fn pull_once(
         b.stats
             .got_messages
             .fetch_add(result.messages.len() as u64, Ordering::Relaxed);
+        b.stats.traffic.record_out(
+            topic,
+            group,
+            result.messages.len() as u64,
+            result.total_bytes as u64,
+        );
         response.body = body.freeze();
     }
     Ok(Ran {

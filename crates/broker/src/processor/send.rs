@@ -88,6 +88,8 @@ struct Prepared {
     records: BytesMut,
     queue_id: i32,
     count: u64,
+    /// The topic the records are stored in (for the traffic counters).
+    topic: String,
     /// The UNIQ_KEY echoed as `transactionId`.
     uniq_key: Option<String>,
     /// `WAIT`: the producer wants the reply after the fsync (sync flush only).
@@ -102,6 +104,9 @@ fn store(b: &Arc<BrokerInner>, mut p: Prepared) -> HandlerFuture {
         Err(e) => return reply(b, store_error(e)),
     };
     b.stats.put_messages.fetch_add(p.count, Ordering::Relaxed);
+    b.stats
+        .traffic
+        .record_in(&p.topic, p.count, appended.wrote_bytes);
     let mut msg_id = String::with_capacity(33 * appended.physical_offsets.len());
     for (i, off) in appended.physical_offsets.iter().enumerate() {
         if i > 0 {
@@ -425,6 +430,7 @@ fn prepare_single(
         records,
         queue_id,
         count: 1,
+        topic: std::mem::take(&mut record.topic),
         uniq_key: Some(uniq_key),
         wait_store_ok: wait,
         created_topic,
@@ -509,6 +515,7 @@ fn prepare_batch(
         records,
         queue_id,
         count,
+        topic: h.topic,
         uniq_key: batch_props.uniq_key().map(str::to_owned),
         wait_store_ok: wait_store_ok(&batch_props),
         created_topic,

@@ -6,6 +6,7 @@ mod common;
 mod admin;
 mod clients;
 mod delay;
+mod http;
 mod long_poll;
 mod offsets;
 mod pop;
