@@ -198,6 +198,21 @@ impl LocalServices {
         self.inner.topics.select(topic)
     }
 
+    /// The POP API (receive with receipt handles, ack, change of invisible time).
+    pub fn pop_api(&self) -> crate::pop::PopApi {
+        crate::pop::PopApi {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+
+    /// The subscription group's config, if the broker has the group.
+    pub fn subscription_group(
+        &self,
+        group: &str,
+    ) -> Option<apogee_protocol::body::SubscriptionGroupConfig> {
+        self.inner.groups.get(group)
+    }
+
     /// Whether a send to a missing `topic` would create it (`autoCreateTopicEnable` and a
     /// valid, non-system name).
     pub fn can_auto_create_topic(&self, topic: &str) -> bool {

@@ -6,8 +6,10 @@
 //! stored properties (UNIQ_KEY = the client's message id, TAGS, KEYS, `__SHARDINGKEY` for FIFO,
 //! TIMER_DELIVER_MS for DELAY, TRAN_MSG and PGROUP = topic for transactions), checks the topic's
 //! `message.type` and picks the FIFO queue by consistent hash of the message group; the rest goes
-//! through the broker's own processors. POP-based RPCs (ReceiveMessage, AckMessage,
-//! ChangeInvisibleDuration, ForwardMessageToDeadLetterQueue) wait for the broker's POP support.
+//! through the broker's own processors. ReceiveMessage, AckMessage and ChangeInvisibleDuration go
+//! to the broker's POP API (a receive pops every queue of the topic, FIFO when the group consumes
+//! orderly); ForwardMessageToDeadLetterQueue hands the message back with delay level -1, which
+//! stores it in `%DLQ%<group>`, then acks it.
 
 use std::net::SocketAddr;
 use std::sync::{PoisonError, RwLock};
@@ -16,10 +18,17 @@ use apogee_broker::local::{
     is_system_property, LocalEndTransaction, LocalError, LocalPull, LocalSend, LocalServices,
     TransactionResolution,
 };
+use apogee_broker::pop::{
+    AckOutcome, InitMode, PopError, PopRequest, PopStatus, PoppedMessage, ReceiptHandle,
+    MAX_POLL_MS, MAX_POP_MESSAGES,
+};
 use apogee_protocol::body::TopicConfig;
 use apogee_protocol::codes::perm;
+use apogee_protocol::codes::request_code;
 use apogee_protocol::codes::response_code as rc;
+use apogee_protocol::header::ConsumerSendMsgBackRequestHeader;
 use apogee_protocol::message::{keys, sysflag, MessageProperties, MessageRecord};
+use apogee_protocol::RemotingCommand;
 use bytes::Bytes;
 
 use crate::backend::{BackendStream, MessagingBackend, RequestContext};
@@ -562,11 +571,141 @@ fn to_pb_message(record: &MessageRecord) -> pb::Message {
     }
 }
 
-fn not_implemented_pop<T>(rpc: &str) -> RpcResult<T> {
-    Err(RpcError::new(
-        pb::Code::NotImplemented,
-        format!("{rpc} needs the broker's POP support, which this build does not have yet"),
-    ))
+/// Invisible time of a receive with `auto_renew` (the server picks it and the client renews).
+pub const AUTO_RENEW_INVISIBLE_MS: i64 = 30_000;
+/// Longest invisible time a client may ask for (`maxInvisibleTimeMills`).
+pub const MAX_INVISIBLE_MS: i64 = 12 * 60 * 60 * 1000;
+
+fn duration_ms(d: &prost_types::Duration) -> i64 {
+    d.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(d.nanos) / 1_000_000)
+}
+
+fn duration_of_ms(ms: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+fn check_invisible_ms(ms: i64) -> RpcResult<()> {
+    if ms <= 0 || ms > MAX_INVISIBLE_MS {
+        return Err(RpcError::new(
+            pb::Code::IllegalInvisibleTime,
+            format!("the invisible time must be in (0, {MAX_INVISIBLE_MS}] ms, was {ms} ms"),
+        ));
+    }
+    Ok(())
+}
+
+/// A refusal of the POP API in gRPC terms.
+fn map_pop_error(error: PopError) -> RpcError {
+    let code = match &error {
+        PopError::NoPermission(_) => pb::Code::Forbidden,
+        PopError::TopicNotExist(_) => pb::Code::TopicNotFound,
+        PopError::GroupNotExist(_) => pb::Code::ConsumerGroupNotFound,
+        PopError::InvalidParameter(_) | PopError::MessageIllegal(_) => pb::Code::BadRequest,
+        PopError::NoMessage(_) | PopError::InvalidHandle(_) => pb::Code::InvalidReceiptHandle,
+        PopError::SubscriptionParseFailed(_) => pb::Code::IllegalFilterExpression,
+        PopError::System(_) => pb::Code::InternalServerError,
+    };
+    RpcError::new(code, error.remark())
+}
+
+/// The status of a batch: the entries' code when they agree, MULTIPLE_RESULTS otherwise.
+fn overall_status<'a>(entries: impl Iterator<Item = &'a pb::Status>) -> pb::Status {
+    let mut first: Option<&pb::Status> = None;
+    for s in entries {
+        match first {
+            None => first = Some(s),
+            Some(f) if f.code != s.code => {
+                return status(pb::Code::MultipleResults, "MULTIPLE_RESULTS")
+            }
+            Some(_) => {}
+        }
+    }
+    first
+        .cloned()
+        .unwrap_or_else(|| status(pb::Code::InternalServerError, "status is empty"))
+}
+
+/// A popped message as a gRPC message: the stored record plus its delivery.
+fn popped_to_pb(popped: &PoppedMessage) -> RpcResult<pb::Message> {
+    let (record, _) = MessageRecord::decode_bytes(&popped.record)
+        .map_err(|e| RpcError::internal(format!("stored message is unreadable: {e}")))?;
+    let mut message = to_pb_message(&record);
+    if let Some(sp) = message.system_properties.as_mut() {
+        sp.receipt_handle = Some(popped.receipt_handle.clone());
+        sp.queue_id = popped.queue_id;
+        sp.queue_offset = Some(popped.queue_offset as i64);
+        sp.delivery_attempt =
+            Some(i32::try_from(popped.delivery_attempt.max(1)).unwrap_or(i32::MAX));
+        sp.invisible_duration = Some(duration_of_ms(popped.invisible_ms));
+    }
+    Ok(message)
+}
+
+impl LocalBackend {
+    /// The pop a ReceiveMessage asks for.
+    fn pop_request(&self, request: pb::ReceiveMessageRequest) -> RpcResult<PopRequest> {
+        let group = required_name(&request.group, "group")?.to_owned();
+        let queue = request
+            .message_queue
+            .as_ref()
+            .ok_or_else(|| RpcError::new(pb::Code::BadRequest, "message queue is required"))?;
+        let topic = required_name(&queue.topic, "topic")?.to_owned();
+        let filter = request.filter_expression.unwrap_or_default();
+        let expression_type = if filter.r#type == pb::FilterType::Sql as i32 {
+            "SQL92"
+        } else {
+            "TAG"
+        };
+        let expression = if filter.expression.trim().is_empty() {
+            "*".to_owned()
+        } else {
+            filter.expression
+        };
+        let invisible_ms = match (&request.invisible_duration, request.auto_renew) {
+            (Some(d), false) => duration_ms(d),
+            // Push consumers leave the invisible time to the server.
+            _ => AUTO_RENEW_INVISIBLE_MS,
+        };
+        check_invisible_ms(invisible_ms)?;
+        let poll_ms = match &request.long_polling_timeout {
+            Some(d) => {
+                let ms = duration_ms(d);
+                if ms < 0 {
+                    return Err(RpcError::new(
+                        pb::Code::IllegalPollingTime,
+                        "the long polling timeout cannot be negative",
+                    ));
+                }
+                // The client waits request_timeout + long_polling_timeout, so answering within
+                // long_polling_timeout leaves it the whole request timeout.
+                ms.min(MAX_POLL_MS)
+            }
+            None => 0,
+        };
+        let fifo = self
+            .services
+            .subscription_group(&group)
+            .is_some_and(|g| g.consume_message_orderly);
+        Ok(PopRequest {
+            group,
+            topic,
+            // Like the proxy, a receive pops every readable queue of the topic.
+            queue_id: None,
+            max_messages: request.batch_size.clamp(1, MAX_POP_MESSAGES),
+            invisible_ms,
+            poll_ms,
+            init_mode: InitMode::Min,
+            expression_type: Some(expression_type.to_owned()),
+            expression: Some(expression),
+            fifo,
+            attempt_id: request.attempt_id,
+        })
+    }
 }
 
 #[async_trait::async_trait]
@@ -671,34 +810,171 @@ impl MessagingBackend for LocalBackend {
 
     async fn receive_message(
         &self,
-        _: &RequestContext,
-        _: pb::ReceiveMessageRequest,
+        _ctx: &RequestContext,
+        request: pb::ReceiveMessageRequest,
     ) -> RpcResult<BackendStream<pb::ReceiveMessageResponse>> {
-        not_implemented_pop("ReceiveMessage")
+        use pb::receive_message_response::Content;
+        let pop = self.pop_request(request)?;
+        let result = self
+            .services
+            .pop_api()
+            .pop(pop)
+            .await
+            .map_err(map_pop_error)?;
+        let mut items = Vec::with_capacity(result.messages.len() + 2);
+        let mut messages = Vec::with_capacity(result.messages.len());
+        for popped in &result.messages {
+            messages.push(popped_to_pb(popped)?);
+        }
+        if result.status != PopStatus::Found || messages.is_empty() {
+            items.push(pb::ReceiveMessageResponse {
+                content: Some(Content::Status(status(
+                    pb::Code::MessageNotFound,
+                    "no match message",
+                ))),
+            });
+        } else {
+            items.push(pb::ReceiveMessageResponse {
+                content: Some(Content::Status(ok())),
+            });
+            items.extend(messages.into_iter().map(|m| pb::ReceiveMessageResponse {
+                content: Some(Content::Message(m)),
+            }));
+            items.push(pb::ReceiveMessageResponse {
+                content: Some(Content::DeliveryTimestamp(timestamp(result.pop_time_ms))),
+            });
+        }
+        Ok(Box::pin(tokio_stream::iter(items)))
     }
 
     async fn ack_message(
         &self,
-        _: &RequestContext,
-        _: pb::AckMessageRequest,
+        _ctx: &RequestContext,
+        request: pb::AckMessageRequest,
     ) -> RpcResult<pb::AckMessageResponse> {
-        not_implemented_pop("AckMessage")
+        let group = required_name(&request.group, "group")?;
+        let topic = required_name(&request.topic, "topic")?;
+        if request.entries.is_empty() {
+            return Err(RpcError::new(pb::Code::BadRequest, "no entry to ack"));
+        }
+        let api = self.services.pop_api();
+        let entries: Vec<pb::AckMessageResultEntry> = request
+            .entries
+            .iter()
+            .map(|entry| {
+                let outcome = if entry.receipt_handle.is_empty() {
+                    Err(RpcError::new(
+                        pb::Code::InvalidReceiptHandle,
+                        "receipt handle cannot be empty",
+                    ))
+                } else {
+                    api.ack(group, topic, &entry.receipt_handle, None)
+                        .map_err(map_pop_error)
+                        .and_then(|outcome| match outcome {
+                            // Acking what is no longer in flight (acked already) succeeds, as
+                            // the broker's ack does.
+                            AckOutcome::Acked | AckOutcome::NotInFlight => Ok(()),
+                            AckOutcome::Stale => Err(RpcError::new(
+                                pb::Code::InvalidReceiptHandle,
+                                "receipt handle is expired: the message was delivered again",
+                            )),
+                        })
+                };
+                pb::AckMessageResultEntry {
+                    message_id: entry.message_id.clone(),
+                    receipt_handle: entry.receipt_handle.clone(),
+                    status: Some(match outcome {
+                        Ok(()) => ok(),
+                        Err(e) => e.to_status(),
+                    }),
+                }
+            })
+            .collect();
+        Ok(pb::AckMessageResponse {
+            status: Some(overall_status(
+                entries.iter().filter_map(|e| e.status.as_ref()),
+            )),
+            entries,
+        })
     }
 
     async fn forward_message_to_dead_letter_queue(
         &self,
-        _: &RequestContext,
-        _: pb::ForwardMessageToDeadLetterQueueRequest,
+        ctx: &RequestContext,
+        request: pb::ForwardMessageToDeadLetterQueueRequest,
     ) -> RpcResult<pb::ForwardMessageToDeadLetterQueueResponse> {
-        not_implemented_pop("ForwardMessageToDeadLetterQueue")
+        let group = required_name(&request.group, "group")?.to_owned();
+        let topic = required_name(&request.topic, "topic")?.to_owned();
+        let handle = ReceiptHandle::parse(&request.receipt_handle).map_err(map_pop_error)?;
+        let commit_log_offset = handle.commit_log_offset.ok_or_else(|| {
+            RpcError::new(
+                pb::Code::InvalidReceiptHandle,
+                "receipt handle has no commit log offset",
+            )
+        })?;
+        // The broker's send-back with delay level -1 copies the message into %DLQ%<group>.
+        let header = ConsumerSendMsgBackRequestHeader {
+            offset: commit_log_offset,
+            group: group.clone(),
+            delay_level: -1,
+            origin_msg_id: Some(request.message_id.clone()).filter(|id| !id.is_empty()),
+            origin_topic: Some(topic.clone()),
+            unit_mode: false,
+            max_reconsume_times: Some(request.max_delivery_attempts.max(1) - 1),
+        };
+        let response = self
+            .services
+            .invoke(
+                ctx.remote_addr,
+                RemotingCommand::request_with_header(request_code::CONSUMER_SEND_MSG_BACK, &header),
+            )
+            .await;
+        if response.code != rc::SUCCESS {
+            return Err(map_broker_error(LocalError {
+                code: response.code,
+                remark: response.remark.unwrap_or_default(),
+            }));
+        }
+        self.services
+            .pop_api()
+            .ack(&group, &topic, &request.receipt_handle, None)
+            .map_err(map_pop_error)?;
+        Ok(pb::ForwardMessageToDeadLetterQueueResponse { status: Some(ok()) })
     }
 
     async fn change_invisible_duration(
         &self,
-        _: &RequestContext,
-        _: pb::ChangeInvisibleDurationRequest,
+        _ctx: &RequestContext,
+        request: pb::ChangeInvisibleDurationRequest,
     ) -> RpcResult<pb::ChangeInvisibleDurationResponse> {
-        not_implemented_pop("ChangeInvisibleDuration")
+        let group = required_name(&request.group, "group")?;
+        let topic = required_name(&request.topic, "topic")?;
+        if request.receipt_handle.is_empty() {
+            return Err(RpcError::new(
+                pb::Code::InvalidReceiptHandle,
+                "receipt handle cannot be empty",
+            ));
+        }
+        let invisible_ms = request
+            .invisible_duration
+            .as_ref()
+            .map(duration_ms)
+            .ok_or_else(|| {
+                RpcError::new(
+                    pb::Code::IllegalInvisibleTime,
+                    "invisible duration is required",
+                )
+            })?;
+        check_invisible_ms(invisible_ms)?;
+        let changed = self
+            .services
+            .pop_api()
+            .change_invisible(group, topic, &request.receipt_handle, None, invisible_ms)
+            .map_err(map_pop_error)?;
+        Ok(pb::ChangeInvisibleDurationResponse {
+            status: Some(ok()),
+            receipt_handle: changed.receipt_handle,
+        })
     }
 
     async fn end_transaction(

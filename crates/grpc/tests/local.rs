@@ -437,3 +437,294 @@ async fn pull_and_offsets_work_over_grpc() {
     assert_eq!(got.offset, 2);
     setup.stop().await;
 }
+
+fn receive_request(
+    group: &str,
+    topic: &str,
+    invisible_ms: u64,
+    poll_ms: u64,
+) -> pb::ReceiveMessageRequest {
+    let duration = |ms: u64| prost_types::Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    };
+    pb::ReceiveMessageRequest {
+        group: resource(group),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(topic),
+            id: 0,
+            ..Default::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 16,
+        invisible_duration: Some(duration(invisible_ms)),
+        auto_renew: false,
+        long_polling_timeout: Some(duration(poll_ms)),
+        attempt_id: None,
+    }
+}
+
+/// The stream's items in order: statuses, messages and delivery timestamps.
+async fn receive(
+    setup: &mut Setup,
+    request: pb::ReceiveMessageRequest,
+) -> Vec<pb::receive_message_response::Content> {
+    let mut stream = setup
+        .client
+        .receive_message(request)
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    let mut items = Vec::new();
+    while let Some(item) = stream.message().await.expect("stream ok") {
+        items.push(item.content.expect("content set"));
+    }
+    items
+}
+
+fn received(items: &[pb::receive_message_response::Content]) -> Vec<pb::Message> {
+    use pb::receive_message_response::Content;
+    assert!(
+        matches!(items.first(), Some(Content::Status(s)) if s.code == pb::Code::Ok as i32),
+        "status OK first: {items:?}"
+    );
+    assert!(
+        matches!(items.last(), Some(Content::DeliveryTimestamp(_))),
+        "delivery timestamp last: {items:?}"
+    );
+    items
+        .iter()
+        .filter_map(|c| match c {
+            Content::Message(m) => Some(m.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_not_found(items: &[pb::receive_message_response::Content]) -> bool {
+    use pb::receive_message_response::Content;
+    items.len() == 1
+        && matches!(&items[0], Content::Status(s) if s.code == pb::Code::MessageNotFound as i32)
+}
+
+async fn ack(
+    setup: &mut Setup,
+    group: &str,
+    topic: &str,
+    m: &pb::Message,
+) -> pb::AckMessageResponse {
+    let sp = m.system_properties.clone().expect("system properties");
+    setup
+        .client
+        .ack_message(pb::AckMessageRequest {
+            group: resource(group),
+            topic: resource(topic),
+            entries: vec![pb::AckMessageEntry {
+                message_id: sp.message_id,
+                receipt_handle: sp.receipt_handle.expect("receipt handle"),
+                lite_topic: None,
+            }],
+        })
+        .await
+        .expect("rpc ok")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn received_messages_carry_every_delivery_field_and_acked_ones_never_return() {
+    let mut setup = Setup::start().await;
+    setup.create_topic("PopT", "NORMAL", 2).await;
+    let sent = send(
+        &mut setup,
+        message("PopT", "01AABBCC", pb::MessageType::Normal),
+    )
+    .await;
+    assert_eq!(sent.status.expect("status").code, pb::Code::Ok as i32);
+
+    let items = receive(&mut setup, receive_request("PopG", "PopT", 300, 2_000)).await;
+    let messages = received(&items);
+    assert_eq!(messages.len(), 1);
+    let m = &messages[0];
+    assert_eq!(m.body, b"body of 01AABBCC");
+    assert_eq!(
+        m.user_properties.get("color").map(String::as_str),
+        Some("blue")
+    );
+    let sp = m.system_properties.as_ref().expect("system properties");
+    assert_eq!(sp.message_id, "01AABBCC");
+    assert_eq!(sp.tag.as_deref(), Some("TagA"));
+    assert_eq!(sp.keys, vec!["k1".to_owned()]);
+    assert_eq!(sp.body_encoding, pb::Encoding::Identity as i32);
+    let digest = sp.body_digest.as_ref().expect("digest");
+    assert_eq!(digest.r#type, pb::DigestType::Crc32 as i32);
+    assert_eq!(
+        digest.checksum,
+        format!("{:08X}", crc32fast::hash(b"body of 01AABBCC"))
+    );
+    assert!(sp.receipt_handle.as_ref().is_some_and(|h| !h.is_empty()));
+    assert_eq!(sp.delivery_attempt, Some(1));
+    assert_eq!(sp.queue_offset, Some(0));
+    assert!((0..2).contains(&sp.queue_id));
+    assert_eq!(
+        sp.invisible_duration,
+        Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 300_000_000
+        })
+    );
+    assert!(sp.store_timestamp.is_some());
+    assert!(!sp.store_host.is_empty());
+    assert!(sp.born_timestamp.is_some());
+
+    let acked = ack(&mut setup, "PopG", "PopT", m).await;
+    assert_eq!(acked.status.expect("status").code, pb::Code::Ok as i32);
+    assert_eq!(acked.entries.len(), 1);
+    assert_eq!(
+        acked.entries[0].status.as_ref().expect("entry status").code,
+        pb::Code::Ok as i32
+    );
+
+    // Long polling well past the invisible time: the acked message does not come back.
+    let again = receive(&mut setup, receive_request("PopG", "PopT", 300, 1_000)).await;
+    assert!(is_not_found(&again), "{again:?}");
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn an_unacked_message_is_redelivered_with_attempt_two_after_its_invisible_time() {
+    let mut setup = Setup::start().await;
+    setup.create_topic("PopR", "NORMAL", 1).await;
+    send(
+        &mut setup,
+        message("PopR", "01DDEEFF", pb::MessageType::Normal),
+    )
+    .await;
+    let first = received(&receive(&mut setup, receive_request("PopRG", "PopR", 200, 2_000)).await);
+    assert_eq!(first.len(), 1);
+    let first_handle = first[0]
+        .system_properties
+        .as_ref()
+        .and_then(|sp| sp.receipt_handle.clone());
+
+    let second =
+        received(&receive(&mut setup, receive_request("PopRG", "PopR", 5_000, 5_000)).await);
+    assert_eq!(second.len(), 1);
+    let sp = second[0]
+        .system_properties
+        .as_ref()
+        .expect("system properties");
+    assert_eq!(sp.message_id, "01DDEEFF");
+    assert_eq!(sp.delivery_attempt, Some(2));
+    assert_ne!(sp.receipt_handle, first_handle);
+
+    // The first delivery's handle is stale now; the second one acks.
+    let stale = ack(&mut setup, "PopRG", "PopR", &first[0]).await;
+    assert_eq!(
+        stale.entries[0].status.as_ref().expect("entry status").code,
+        pb::Code::InvalidReceiptHandle as i32
+    );
+    let acked = ack(&mut setup, "PopRG", "PopR", &second[0]).await;
+    assert_eq!(acked.status.expect("status").code, pb::Code::Ok as i32);
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn change_invisible_duration_returns_a_new_handle_that_acks() {
+    let mut setup = Setup::start().await;
+    setup.create_topic("PopC", "NORMAL", 1).await;
+    send(
+        &mut setup,
+        message("PopC", "01CC0001", pb::MessageType::Normal),
+    )
+    .await;
+    let got = received(&receive(&mut setup, receive_request("PopCG", "PopC", 10_000, 2_000)).await);
+    assert_eq!(got.len(), 1);
+    let sp = got[0].system_properties.clone().expect("system properties");
+    let old = sp.receipt_handle.clone().expect("handle");
+    let changed = setup
+        .client
+        .change_invisible_duration(pb::ChangeInvisibleDurationRequest {
+            group: resource("PopCG"),
+            topic: resource("PopC"),
+            receipt_handle: old.clone(),
+            invisible_duration: Some(prost_types::Duration {
+                seconds: 20,
+                nanos: 0,
+            }),
+            message_id: sp.message_id.clone(),
+            lite_topic: None,
+            suspend: None,
+        })
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    assert_eq!(changed.status.expect("status").code, pb::Code::Ok as i32);
+    assert!(!changed.receipt_handle.is_empty());
+    assert_ne!(changed.receipt_handle, old);
+
+    let mut renewed = got[0].clone();
+    if let Some(sp) = renewed.system_properties.as_mut() {
+        sp.receipt_handle = Some(changed.receipt_handle);
+    }
+    let acked = ack(&mut setup, "PopCG", "PopC", &renewed).await;
+    assert_eq!(acked.status.expect("status").code, pb::Code::Ok as i32);
+    let again = receive(&mut setup, receive_request("PopCG", "PopC", 10_000, 0)).await;
+    assert!(is_not_found(&again), "{again:?}");
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn forward_to_dead_letter_queue_stores_the_message_in_the_group_dlq_and_acks_it() {
+    let mut setup = Setup::start().await;
+    setup.create_topic("PopD", "NORMAL", 1).await;
+    send(
+        &mut setup,
+        message("PopD", "01DD0001", pb::MessageType::Normal),
+    )
+    .await;
+    let got = received(&receive(&mut setup, receive_request("PopDG", "PopD", 200, 2_000)).await);
+    assert_eq!(got.len(), 1);
+    let sp = got[0].system_properties.clone().expect("system properties");
+    let forwarded = setup
+        .client
+        .forward_message_to_dead_letter_queue(pb::ForwardMessageToDeadLetterQueueRequest {
+            group: resource("PopDG"),
+            topic: resource("PopD"),
+            receipt_handle: sp.receipt_handle.clone().expect("handle"),
+            message_id: sp.message_id.clone(),
+            delivery_attempt: 1,
+            max_delivery_attempts: 17,
+            lite_topic: None,
+        })
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    assert_eq!(forwarded.status.expect("status").code, pb::Code::Ok as i32);
+
+    let services = setup.services();
+    let dlq = services
+        .pull(LocalPull {
+            group: "dlq-reader".into(),
+            topic: "%DLQ%PopDG".into(),
+            queue_id: 0,
+            offset: 0,
+            max_messages: 8,
+            expression_type: "TAG".into(),
+            expression: "*".into(),
+            peer: None,
+        })
+        .await
+        .expect("dlq pull");
+    assert_eq!(dlq.messages.len(), 1);
+    assert_eq!(
+        dlq.messages[0].properties_map().uniq_key(),
+        Some("01DD0001")
+    );
+    // Acked: it does not come back once its invisible time is over.
+    let again = receive(&mut setup, receive_request("PopDG", "PopD", 200, 1_000)).await;
+    assert!(is_not_found(&again), "{again:?}");
+    setup.stop().await;
+}
