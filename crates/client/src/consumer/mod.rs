@@ -9,6 +9,70 @@
 //! * [`PushConsumer`]: a listener called with pulled messages,
 //!   concurrently or in queue order.
 
+/// The builder setters the lite and push consumers share: both builders hold `group`, `config`,
+/// `instance`, `namespace`, `options` (with `message_model`, `consume_from_where` and
+/// `consume_timestamp_ms`) and `strategy`.
+macro_rules! common_consumer_setters {
+    () => {
+        pub fn group(mut self, group: impl Into<String>) -> Self {
+            self.group = group.into();
+            self
+        }
+
+        /// Name server address(es): `"host:9876"` or `"a:9876;b:9876"`. Adds to earlier calls.
+        pub fn name_server(mut self, addrs: impl AsRef<str>) -> Self {
+            self.config
+                .name_server_addrs
+                .extend(split_name_servers(addrs.as_ref()));
+            self
+        }
+
+        pub fn instance_name(mut self, name: impl Into<String>) -> Self {
+            self.config.instance_name = name.into();
+            self
+        }
+
+        /// The whole client configuration (name servers, instance name, intervals, transport).
+        pub fn client_config(mut self, config: ClientConfig) -> Self {
+            self.config = config;
+            self
+        }
+
+        /// Runs on this instance instead of the shared one for the configured name servers.
+        pub fn client_instance(mut self, instance: ClientInstance) -> Self {
+            self.instance = Some(instance);
+            self
+        }
+
+        /// Prefixes topics and the group with `namespace%`.
+        pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+            self.namespace = Some(namespace.into()).filter(|n: &String| !n.is_empty());
+            self
+        }
+
+        pub fn message_model(mut self, model: MessageModel) -> Self {
+            self.options.message_model = model;
+            self
+        }
+
+        pub fn consume_from_where(mut self, from_where: ConsumeFromWhere) -> Self {
+            self.options.consume_from_where = from_where;
+            self
+        }
+
+        /// Start time for [`ConsumeFromWhere::ConsumeFromTimestamp`] (ms since the epoch).
+        pub fn consume_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
+            self.options.consume_timestamp_ms = timestamp_ms;
+            self
+        }
+
+        pub fn allocate_strategy(mut self, strategy: impl AllocateStrategy + 'static) -> Self {
+            self.strategy = Arc::new(strategy);
+            self
+        }
+    };
+}
+
 pub mod allocate;
 mod lite;
 pub mod offset_store;
