@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::error::{Result, StoreError};
 use crate::flush::Flushable;
 use crate::segment::{file_name, parse_file_name, Segment};
+use crate::warm::{WarmFence, WarmStep, Warmer};
 
 /// Magic of the filler record at the end of a full segment.
 pub const BLANK_MAGIC: u32 = 0xCBD4_3194;
@@ -51,6 +52,8 @@ pub(crate) struct CommitLog {
     /// Set when the log must not take writes (failed fsync, disk full); the reason is kept.
     read_only: AtomicBool,
     read_only_reason: Mutex<String>,
+    /// Keeps the writer and the extent warmer (sync flush) off each other's bytes.
+    fence: WarmFence,
 }
 
 /// What a recovery scan learns about one record: its length, and whether it is valid.
@@ -74,6 +77,7 @@ impl CommitLog {
             min_offset: AtomicU64::new(0),
             read_only: AtomicBool::new(false),
             read_only_reason: Mutex::new(String::new()),
+            fence: WarmFence::new(),
         }
     }
 
@@ -116,6 +120,9 @@ impl CommitLog {
         let min = names.first().copied().unwrap_or(0);
         self.min_offset.store(min, Ordering::Release);
         self.write_pos.store(min, Ordering::Release);
+        // Until recovery finds the real end, treat every loaded segment as data.
+        self.fence
+            .raise(names.last().map_or(min, |s| s + self.segment_bytes));
         *self.segments.write().unwrap_or_else(|p| p.into_inner()) = segs;
         Ok(())
     }
@@ -209,6 +216,7 @@ impl CommitLog {
         }
         self.write_pos.store(end, Ordering::Release);
         self.prefaulted.store(end, Ordering::Relaxed);
+        self.fence.reset(end);
         if segs.is_empty() {
             self.min_offset.store(end, Ordering::Release);
         }
@@ -240,6 +248,7 @@ impl CommitLog {
             return Ok(pos);
         }
         // Blank filler: TOTALSIZE = what is left, then the blank magic.
+        self.fence.enter(pos + END_FILE_MIN_BLANK_BYTES);
         let mut blank = [0u8; 8];
         blank[0..4].copy_from_slice(&(remaining as u32).to_be_bytes());
         blank[4..8].copy_from_slice(&BLANK_MAGIC.to_be_bytes());
@@ -285,28 +294,52 @@ impl CommitLog {
                 data.len()
             )));
         }
+        let end = pos + data.len() as u64;
+        let prefaulted = self.prefaulted.load(Ordering::Relaxed);
+        let prefault_to = if data.len() < PWRITE_MIN_BYTES && end > prefaulted {
+            seg.end().min(end + PREFAULT_BYTES)
+        } else {
+            end
+        };
+        self.fence.enter(prefault_to);
         if data.len() >= PWRITE_MIN_BYTES {
             // SAFETY: single writer (token); readers only see bytes below the published position.
             return unsafe { seg.write_through_file(in_seg, data) }
                 .map_err(|e| StoreError::io(seg.path().display(), e));
         }
-        let end = pos + data.len() as u64;
-        let prefaulted = self.prefaulted.load(Ordering::Relaxed);
         if end > prefaulted {
             // Never below `pos`: everything from `pos` on is unwritten, anything below may be data.
             let from = prefaulted.max(pos);
-            let to = seg.end().min(end + PREFAULT_BYTES);
+            let to = prefault_to;
             // SAFETY: single writer (token); `from..to` is above every byte written so far.
             // A failure only loses the speed-up: the mapping still works.
             let res = unsafe { seg.prefault((from - seg.start()) as usize, (to - from) as usize) };
-            if let Err(e) = res {
-                tracing::debug!("prefaulting {}: {e}", seg.path().display());
+            match res {
+                // SAFETY: as above; the range lies within the segment.
+                Ok(()) => unsafe {
+                    seg.populate((from - seg.start()) as usize, (to - from) as usize)
+                },
+                Err(e) => tracing::debug!("prefaulting {}: {e}", seg.path().display()),
             }
             self.prefaulted.store(to, Ordering::Relaxed);
         }
         // SAFETY: single writer (token); readers only see bytes below the published position.
         unsafe { seg.write(in_seg, data) };
         Ok(())
+    }
+
+    /// Sync flush: warms the next chunk ahead of the writer (see [`crate::warm`]).
+    pub fn warm_step(&self, warmer: &mut Warmer) -> WarmStep {
+        if self.read_only.load(Ordering::Acquire) {
+            return WarmStep::Idle;
+        }
+        match warmer.step(&self.fence, |offset| self.segment_for(offset)) {
+            Ok(step) => step,
+            Err(e) => {
+                tracing::info!("commitlog extent warming switched off: {e}");
+                WarmStep::Idle
+            }
+        }
     }
 
     /// Makes everything below `end` visible to readers.

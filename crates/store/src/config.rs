@@ -25,6 +25,10 @@ pub struct StoreConfig {
     /// Entries per index file (`maxIndexNum`).
     pub index_entries: u32,
     pub flush_disk_type: FlushDiskType,
+    /// Sync flush only: how far ahead of the writer a background thread turns the segment's
+    /// preallocated blocks into written zeros, so group-commit fsyncs need no journal commit
+    /// (see `warm.rs`). 0 switches it off.
+    pub commitlog_warm_ahead_bytes: u64,
     /// Async flush period (`flushIntervalCommitLog`).
     pub flush_interval_ms: u64,
     /// Async flush starts early once this much is dirty (`flushCommitLogLeastPages` x 4 KiB).
@@ -80,6 +84,7 @@ impl Default for StoreConfig {
             index_slots: 5_000_000,
             index_entries: 20_000_000,
             flush_disk_type: FlushDiskType::Async,
+            commitlog_warm_ahead_bytes: 32 * 1024 * 1024,
             flush_interval_ms: 500,
             flush_least_bytes: 16 * 1024,
             sync_flush_timeout_ms: 5_000,

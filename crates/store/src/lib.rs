@@ -12,6 +12,7 @@ pub mod inspect;
 mod segment;
 mod store;
 pub mod timer;
+mod warm;
 
 /// The topic delay-level messages wait in, one queue per level (`TopicValidator.RMQ_SYS_SCHEDULE_TOPIC`).
 pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";

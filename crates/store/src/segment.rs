@@ -194,6 +194,26 @@ impl Segment {
         Ok(())
     }
 
+    /// Maps `pos..pos + len` writable into this process in one call (`MADV_POPULATE_WRITE`), so the
+    /// stores that follow take no page fault per page. Best effort: an older kernel (before 5.14)
+    /// answers `EINVAL` and the pages are then faulted in one by one as before.
+    ///
+    /// # Safety
+    /// As for [`Segment::prefault`]: populating writes nothing, but it must not race a truncation.
+    pub unsafe fn populate(&self, pos: usize, len: usize) {
+        const MADV_POPULATE_WRITE: libc::c_int = 23;
+        let page = 4096;
+        let from = pos / page * page;
+        let end = (pos + len).min(self.len);
+        if end > from {
+            libc::madvise(
+                self.map.as_mut_ptr().add(from).cast(),
+                end - from,
+                MADV_POPULATE_WRITE,
+            );
+        }
+    }
+
     /// Makes every write so far durable (fdatasync: the size never changes, so no metadata waits).
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()

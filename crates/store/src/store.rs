@@ -32,6 +32,7 @@ use crate::consume_queue::{ConsumeQueue, CqEntry};
 use crate::error::{Result, StoreError};
 use crate::flush::{self, FlushCallback, FlushStats, Flusher};
 use crate::index::{IndexMark, IndexService};
+use crate::warm::{WarmStep, Warmer};
 use crate::SCHEDULE_TOPIC;
 
 /// Called after every append with (topic, queueId, new max logical offset): the long-polling hook.
@@ -274,6 +275,17 @@ impl MessageStore {
                     .name(name.into())
                     .spawn(move || inner.background(job))
                     .map_err(|e| StoreError::io(name, e))?,
+            );
+        }
+        if inner.config.flush_disk_type == FlushDiskType::Sync
+            && inner.config.commitlog_warm_ahead_bytes > 0
+        {
+            let inner = inner.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("apogee-warm".into())
+                    .spawn(move || inner.warm_loop())
+                    .map_err(|e| StoreError::io("apogee-warm", e))?,
             );
         }
         Ok(MessageStore {
@@ -613,6 +625,9 @@ impl Drop for MessageStore {
         }
     }
 }
+
+/// How often the extent warmer looks at the writer's position when it has nothing to do.
+const WARM_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Copy)]
 enum Job {
@@ -1162,6 +1177,32 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .write(data)
             .map_err(|e| StoreError::io("checkpoint", e))
+    }
+
+    /// Sync flush: keeps the CommitLog's blocks ahead of the writer warmed (see `warm.rs`).
+    fn warm_loop(&self) {
+        let mut warmer = Warmer::new(
+            self.config.commitlog_warm_ahead_bytes,
+            self.config.commitlog_segment_bytes,
+        );
+        loop {
+            while self.commitlog.warm_step(&mut warmer) == WarmStep::Warmed {
+                if *self.stop.0.lock().unwrap_or_else(|p| p.into_inner()) {
+                    return;
+                }
+            }
+            if warmer.is_disabled() {
+                return;
+            }
+            let (m, c) = &self.stop;
+            let stopped = m.lock().unwrap_or_else(|p| p.into_inner());
+            let (stopped, _) = c
+                .wait_timeout_while(stopped, WARM_POLL, |s| !*s)
+                .unwrap_or_else(|p| p.into_inner());
+            if *stopped {
+                return;
+            }
+        }
     }
 
     fn background(&self, job: Job) {
