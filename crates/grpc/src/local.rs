@@ -11,8 +11,12 @@
 //! orderly); ForwardMessageToDeadLetterQueue hands the message back with delay level -1, which
 //! stores it in `%DLQ%<group>`, then acks it.
 
+mod checkback;
+pub mod policy;
+pub mod recall;
+
 use std::net::SocketAddr;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use apogee_broker::local::{
     is_system_property, LocalEndTransaction, LocalError, LocalPull, LocalSend, LocalServices,
@@ -33,6 +37,7 @@ use bytes::Bytes;
 
 use crate::backend::{BackendStream, MessagingBackend, RequestContext};
 use crate::pb;
+use crate::session::SessionRegistry;
 use crate::status::{ok, status, RpcError, RpcResult};
 
 /// Topic attribute naming the message type a topic accepts (`TopicAttributes`).
@@ -284,6 +289,12 @@ impl LocalBackend {
                 send.queue_id = consistent_hash(java_string_hash(group), write_queues);
             }
         }
+        let recall_handle = recall::handle_for(
+            &self.services,
+            &topic,
+            send.properties.get(keys::TIMER_DELIVER_MS),
+            &built.message_id,
+        );
         let result = self.services.send(send).await.map_err(map_broker_error)?;
         let code = match result.code {
             rc::SUCCESS => pb::Code::Ok,
@@ -302,7 +313,7 @@ impl LocalBackend {
             message_id: built.message_id,
             transaction_id: result.transaction_handle.unwrap_or_default(),
             offset: result.queue_offset,
-            recall_handle: String::new(),
+            recall_handle,
         })
     }
 }
@@ -710,6 +721,21 @@ impl LocalBackend {
 
 #[async_trait::async_trait]
 impl MessagingBackend for LocalBackend {
+    fn attach_sessions(&self, sessions: &Arc<SessionRegistry>) {
+        checkback::install(&self.services, sessions);
+    }
+
+    async fn group_policy(
+        &self,
+        _ctx: &RequestContext,
+        group: &pb::Resource,
+    ) -> RpcResult<Option<crate::config::GroupPolicy>> {
+        Ok(self
+            .services
+            .subscription_group(&group.name)
+            .map(|g| policy::group_policy_of(&g)))
+    }
+
     async fn query_route(
         &self,
         _ctx: &RequestContext,
@@ -1153,10 +1179,10 @@ impl MessagingBackend for LocalBackend {
 
     async fn recall_message(
         &self,
-        _: &RequestContext,
-        _: pb::RecallMessageRequest,
+        _ctx: &RequestContext,
+        request: pb::RecallMessageRequest,
     ) -> RpcResult<pb::RecallMessageResponse> {
-        Err(RpcError::not_implemented("RecallMessage"))
+        recall::recall(&self.services, request, now_ms()).await
     }
 
     async fn sync_lite_subscription(
