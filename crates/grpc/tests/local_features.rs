@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use apogee_broker::local::{LocalPull, LocalServices};
 use apogee_broker::{Broker, BrokerConfig, BrokerHandle, StoreOptions};
 use apogee_grpc::local::recall::RecallHandle;
+use apogee_grpc::local::renew::RenewConfig;
 use apogee_grpc::pb;
 use apogee_grpc::pb::messaging_service_client::MessagingServiceClient;
 use apogee_grpc::{GrpcConfig, GrpcServer, GrpcServerHandle, LocalBackend};
@@ -35,6 +36,13 @@ struct Setup {
 
 impl Setup {
     async fn start(tune: impl FnOnce(&mut BrokerConfig)) -> Setup {
+        Self::start_with(tune, RenewConfig::default()).await.0
+    }
+
+    async fn start_with(
+        tune: impl FnOnce(&mut BrokerConfig),
+        renew: RenewConfig,
+    ) -> (Setup, Arc<LocalBackend>) {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = BrokerConfig {
             listen_addr: "127.0.0.1:0".into(),
@@ -51,10 +59,10 @@ impl Setup {
         };
         tune(&mut config);
         let broker = Broker::start(config).await.expect("broker starts");
-        let backend = Arc::new(LocalBackend::new(
-            broker.services(),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        ));
+        let backend = Arc::new(
+            LocalBackend::new(broker.services(), SocketAddr::from(([127, 0, 0, 1], 0)))
+                .with_renewal(renew),
+        );
         let grpc = GrpcServer::start(
             GrpcConfig {
                 listen_addr: "127.0.0.1:0".into(),
@@ -71,12 +79,13 @@ impl Setup {
                 .connect()
                 .await
                 .expect("client connects");
-        Setup {
+        let setup = Setup {
             _dir: dir,
             broker: Some(broker),
             grpc,
             client: MessagingServiceClient::new(channel),
-        }
+        };
+        (setup, backend)
     }
 
     fn services(&self) -> LocalServices {
@@ -507,5 +516,167 @@ async fn consumer_settings_follow_the_subscription_group_config() {
     };
     assert_eq!(sub.fifo, Some(false));
     assert_eq!(settings.backoff_policy.map(|b| b.max_attempts), Some(17));
+    setup.stop().await;
+}
+
+fn proto_ms(ms: u64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    }
+}
+
+/// A receive as `client_id`: a push consumer's (auto renew, no invisible time) when
+/// `invisible_ms` is `None`, else a simple consumer's.
+async fn receive_as(
+    setup: &mut Setup,
+    client_id: &str,
+    topic: &str,
+    invisible_ms: Option<u64>,
+    poll_ms: u64,
+) -> Vec<pb::Message> {
+    use pb::receive_message_response::Content;
+    let mut request = tonic::Request::new(pb::ReceiveMessageRequest {
+        group: resource("PushGroup"),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(topic),
+            ..Default::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 16,
+        invisible_duration: invisible_ms.map(proto_ms),
+        auto_renew: invisible_ms.is_none(),
+        long_polling_timeout: Some(proto_ms(poll_ms)),
+        attempt_id: None,
+    });
+    request
+        .metadata_mut()
+        .insert("x-mq-client-id", client_id.parse().expect("ascii"));
+    let mut stream = setup
+        .client
+        .receive_message(request)
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    let mut messages = Vec::new();
+    while let Some(item) = stream.message().await.expect("stream ok") {
+        if let Some(Content::Message(m)) = item.content {
+            messages.push(m);
+        }
+    }
+    messages
+}
+
+fn handle_of(m: &pb::Message) -> String {
+    m.system_properties
+        .as_ref()
+        .and_then(|sp| sp.receipt_handle.clone())
+        .expect("receipt handle")
+}
+
+#[tokio::test]
+async fn a_push_consumers_message_stays_invisible_until_acked_with_its_original_handle() {
+    let (mut setup, backend) = Setup::start_with(
+        |_| {},
+        RenewConfig {
+            invisible: Duration::from_millis(1_000),
+            period: Duration::from_millis(100),
+            ahead: Duration::from_millis(600),
+            slice: Duration::from_millis(1_000),
+            ..RenewConfig::default()
+        },
+    )
+    .await;
+    setup.create_topic("PushTopic", "NORMAL").await;
+    send(
+        &mut setup,
+        message(
+            "PushTopic",
+            "F0000000000000000000000000000001",
+            pb::MessageType::Normal,
+        ),
+    )
+    .await;
+    let got = receive_as(&mut setup, "push-1", "PushTopic", None, 2_000).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(backend.renewing(), 1);
+
+    // Unrenewed, it would be visible again after 1 s: a 2.5 s poll finds nothing.
+    let other = receive_as(&mut setup, "simple-1", "PushTopic", Some(10_000), 2_500).await;
+    assert!(
+        other.is_empty(),
+        "renewed messages stay invisible: {other:?}"
+    );
+
+    let acked = setup
+        .client
+        .ack_message(pb::AckMessageRequest {
+            group: resource("PushGroup"),
+            topic: resource("PushTopic"),
+            entries: vec![pb::AckMessageEntry {
+                message_id: "F0000000000000000000000000000001".into(),
+                receipt_handle: handle_of(&got[0]),
+                lite_topic: None,
+            }],
+        })
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    assert_eq!(acked.status.as_ref().map(|s| s.code), Some(20000), "{acked:?}");
+    assert_eq!(backend.renewing(), 0);
+    let after = receive_as(&mut setup, "simple-1", "PushTopic", Some(10_000), 1_500).await;
+    assert!(after.is_empty(), "an acked message never returns");
+    setup.stop().await;
+}
+
+#[tokio::test]
+async fn a_terminated_push_consumers_messages_come_back_soon() {
+    let (mut setup, backend) = Setup::start_with(
+        |_| {},
+        RenewConfig {
+            clear: Duration::from_millis(200),
+            ..RenewConfig::default()
+        },
+    )
+    .await;
+    setup.create_topic("PushGone", "NORMAL").await;
+    send(
+        &mut setup,
+        message(
+            "PushGone",
+            "F0000000000000000000000000000002",
+            pb::MessageType::Normal,
+        ),
+    )
+    .await;
+    let got = receive_as(&mut setup, "push-2", "PushGone", None, 2_000).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(backend.renewing(), 1);
+
+    let mut bye = tonic::Request::new(pb::NotifyClientTerminationRequest {
+        group: resource("PushGroup"),
+    });
+    bye.metadata_mut()
+        .insert("x-mq-client-id", "push-2".parse().expect("ascii"));
+    setup
+        .client
+        .notify_client_termination(bye)
+        .await
+        .expect("rpc ok");
+    assert_eq!(backend.renewing(), 0);
+
+    // Its invisible time was 30 s; released, it is delivered again well within this poll.
+    let again = receive_as(&mut setup, "simple-2", "PushGone", Some(10_000), 10_000).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(
+        again[0]
+            .system_properties
+            .as_ref()
+            .and_then(|sp| sp.delivery_attempt),
+        Some(2)
+    );
     setup.stop().await;
 }
