@@ -625,7 +625,11 @@ async fn a_push_consumers_message_stays_invisible_until_acked_with_its_original_
         .await
         .expect("rpc ok")
         .into_inner();
-    assert_eq!(acked.status.as_ref().map(|s| s.code), Some(20000), "{acked:?}");
+    assert_eq!(
+        acked.status.as_ref().map(|s| s.code),
+        Some(20000),
+        "{acked:?}"
+    );
     assert_eq!(backend.renewing(), 0);
     let after = receive_as(&mut setup, "simple-1", "PushTopic", Some(10_000), 1_500).await;
     assert!(after.is_empty(), "an acked message never returns");
