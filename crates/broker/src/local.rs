@@ -13,11 +13,12 @@ use apogee_protocol::codes::pull_sys_flag;
 use apogee_protocol::codes::request_code as rc;
 use apogee_protocol::codes::response_code::*;
 use apogee_protocol::header::{
-    CommandHeader, EndTransactionRequestHeader, GetMaxOffsetRequestHeader,
-    GetMaxOffsetResponseHeader, GetMinOffsetRequestHeader, GetMinOffsetResponseHeader,
-    PullMessageRequestHeader, PullMessageResponseHeader, QueryConsumerOffsetRequestHeader,
-    QueryConsumerOffsetResponseHeader, SearchOffsetRequestHeader, SearchOffsetResponseHeader,
-    SendMessageRequestHeader, SendMessageResponseHeader, UpdateConsumerOffsetRequestHeader,
+    CheckTransactionStateRequestHeader, CommandHeader, EndTransactionRequestHeader,
+    GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader, GetMinOffsetRequestHeader,
+    GetMinOffsetResponseHeader, PullMessageRequestHeader, PullMessageResponseHeader,
+    QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader, SearchOffsetRequestHeader,
+    SearchOffsetResponseHeader, SendMessageRequestHeader, SendMessageResponseHeader,
+    UpdateConsumerOffsetRequestHeader,
 };
 use apogee_protocol::message::{keys, sysflag, MessageProperties, MessageRecord};
 use apogee_protocol::RemotingCommand;
@@ -139,6 +140,40 @@ pub struct LocalPullResult {
     pub messages: Vec<MessageRecord>,
 }
 
+/// A transaction check-back for a producer the broker does not reach over remoting (one of the
+/// embedded endpoint's clients): ask it how the transaction of `message` ended, then resolve it
+/// with [`LocalServices::end_transaction`] (`from_check` set) and `transaction_handle`.
+#[derive(Debug, Clone)]
+pub struct LocalTransactionCheck {
+    /// The half message's `PGROUP`.
+    pub producer_group: String,
+    /// The half message with its real topic and queue restored.
+    pub message: MessageRecord,
+    /// The handle of the re-queued copy the check is about.
+    pub transaction_handle: String,
+}
+
+/// Called by the transaction check service for a group with no remoting producer connected;
+/// returns true when the check reached one of the endpoint's producers. Called on a runtime
+/// thread: it must not block.
+pub type TransactionCheckHook = Arc<dyn Fn(LocalTransactionCheck) -> bool + Send + Sync>;
+
+/// The typed check-back of a CHECK_TRANSACTION_STATE request built by the check service.
+pub(crate) fn local_check(group: &str, request: &RemotingCommand) -> Option<LocalTransactionCheck> {
+    let header = request
+        .decode_header::<CheckTransactionStateRequestHeader>()
+        .ok()?;
+    let (message, _) = MessageRecord::decode_bytes(&request.body).ok()?;
+    Some(LocalTransactionCheck {
+        producer_group: group.to_owned(),
+        message,
+        transaction_handle: encode_transaction_handle(
+            header.commit_log_offset,
+            header.tran_state_table_offset,
+        ),
+    })
+}
+
 /// Handle to a running broker's services; cheap to clone.
 #[derive(Clone)]
 pub struct LocalServices {
@@ -219,6 +254,43 @@ impl LocalServices {
         self.inner.config.auto_create_topic_enable
             && names::validate_topic(topic).is_ok()
             && !names::is_not_allowed_send_topic(topic)
+    }
+
+    /// Installs (or with `None` removes) where check-backs go for producer groups that have no
+    /// remoting producer connected. One hook per broker; a later call replaces the earlier one.
+    pub fn set_transaction_check_hook(&self, hook: Option<TransactionCheckHook>) {
+        self.inner.transactions.set_check_hook(hook);
+    }
+
+    /// Whether delay messages with a delivery time go through the timer wheel (and can be
+    /// recalled).
+    pub fn timers_enabled(&self) -> bool {
+        self.inner.config.timer_wheel_enable
+    }
+
+    /// Longest delay the timer accepts (`timerMaxDelaySec`), in milliseconds.
+    pub fn timer_max_delay_ms(&self) -> i64 {
+        i64::try_from(self.inner.config.timer_max_delay_sec)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000)
+    }
+
+    /// Cancels the pending timer message of `topic` whose UNIQ_KEY is `uniq_key` (RecallMessage).
+    /// The timer service reads the delete marker on its next poll, before the message's tick.
+    pub async fn cancel_timer_message(
+        &self,
+        topic: &str,
+        uniq_key: &str,
+    ) -> LocalResult<crate::timer::CancelOutcome> {
+        let store = Arc::clone(&self.inner.store);
+        let host = self.inner.store_host;
+        let (topic, uniq_key) = (topic.to_owned(), uniq_key.to_owned());
+        tokio::task::spawn_blocking(move || {
+            crate::timer::cancel_timer(&store, host, &topic, &uniq_key, crate::manager::now_ms())
+        })
+        .await
+        .map_err(|e| LocalError::new(SYSTEM_ERROR, format!("cancel task failed: {e}")))?
+        .map_err(|e| LocalError::new(SYSTEM_ERROR, format!("cannot store the cancel marker: {e}")))
     }
 
     /// Runs the broker's processor for `request` as if `peer` had sent it.

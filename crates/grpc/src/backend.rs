@@ -6,13 +6,14 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use tokio_stream::Stream;
 
 use crate::config::GroupPolicy;
 use crate::metadata::ClientMetadata;
 use crate::pb;
-use crate::session::ClientSession;
+use crate::session::{ClientSession, SessionRegistry};
 use crate::status::{RpcError, RpcResult};
 
 /// Who is calling: the client's headers and addresses.
@@ -144,6 +145,10 @@ pub trait MessagingBackend: Send + Sync + 'static {
         ctx: &RequestContext,
         request: pb::SyncLiteSubscriptionRequest,
     ) -> RpcResult<pb::SyncLiteSubscriptionResponse>;
+
+    /// The server's session registry, given once when the server starts, so the backend can push
+    /// commands down clients' Telemetry streams (transaction check-back).
+    fn attach_sessions(&self, _sessions: &Arc<SessionRegistry>) {}
 
     /// A client reported its settings on Telemetry: register the producer on its topics or the
     /// consumer in its group with its subscriptions. An error is answered on the stream.

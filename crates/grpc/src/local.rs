@@ -11,8 +11,13 @@
 //! orderly); ForwardMessageToDeadLetterQueue hands the message back with delay level -1, which
 //! stores it in `%DLQ%<group>`, then acks it.
 
+mod checkback;
+pub mod policy;
+pub mod recall;
+pub mod renew;
+
 use std::net::SocketAddr;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use apogee_broker::local::{
     is_system_property, LocalEndTransaction, LocalError, LocalPull, LocalSend, LocalServices,
@@ -33,6 +38,7 @@ use bytes::Bytes;
 
 use crate::backend::{BackendStream, MessagingBackend, RequestContext};
 use crate::pb;
+use crate::session::SessionRegistry;
 use crate::status::{ok, status, RpcError, RpcResult};
 
 /// Topic attribute naming the message type a topic accepts (`TopicAttributes`).
@@ -126,6 +132,10 @@ pub struct LocalBackend {
     /// Set again once the listener's real port is known (see [`LocalBackend::set_advertised`]).
     endpoints: RwLock<pb::Endpoints>,
     validate_message_type: bool,
+    /// Push consumers' receipt handles being renewed (see [`renew`]).
+    renewals: Arc<renew::Renewals>,
+    renew_config: renew::RenewConfig,
+    renew_task: std::sync::OnceLock<()>,
 }
 
 fn endpoints_of(advertised: SocketAddr) -> pb::Endpoints {
@@ -150,7 +160,21 @@ impl LocalBackend {
             services,
             endpoints: RwLock::new(endpoints_of(advertised)),
             validate_message_type: true,
+            renewals: Arc::default(),
+            renew_config: renew::RenewConfig::default(),
+            renew_task: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Changes how push consumers' receipt handles are renewed.
+    pub fn with_renewal(mut self, config: renew::RenewConfig) -> Self {
+        self.renew_config = config;
+        self
+    }
+
+    /// Receipt handles being renewed right now.
+    pub fn renewing(&self) -> usize {
+        self.renewals.len()
     }
 
     /// Changes the address routes advertise (e.g. once a listener on port 0 got its port).
@@ -284,6 +308,12 @@ impl LocalBackend {
                 send.queue_id = consistent_hash(java_string_hash(group), write_queues);
             }
         }
+        let recall_handle = recall::handle_for(
+            &self.services,
+            &topic,
+            send.properties.get(keys::TIMER_DELIVER_MS),
+            &built.message_id,
+        );
         let result = self.services.send(send).await.map_err(map_broker_error)?;
         let code = match result.code {
             rc::SUCCESS => pb::Code::Ok,
@@ -302,7 +332,7 @@ impl LocalBackend {
             message_id: built.message_id,
             transaction_id: result.transaction_handle.unwrap_or_default(),
             offset: result.queue_offset,
-            recall_handle: String::new(),
+            recall_handle,
         })
     }
 }
@@ -647,6 +677,31 @@ fn popped_to_pb(popped: &PoppedMessage) -> RpcResult<pb::Message> {
 }
 
 impl LocalBackend {
+    /// Starts renewing the handles of `popped`, received by push consumer `client_id`.
+    fn track_renewals(&self, client_id: &str, group: &str, topic: &str, popped: &[PoppedMessage]) {
+        renew::ensure_task(
+            &self.renew_task,
+            &self.renewals,
+            self.services.pop_api(),
+            self.renew_config,
+        );
+        let now = std::time::Instant::now();
+        for m in popped {
+            let invisible = std::time::Duration::from_millis(m.invisible_ms.max(0) as u64);
+            if !self.renewals.track(
+                client_id,
+                group,
+                topic,
+                &m.receipt_handle,
+                invisible,
+                now,
+                self.renew_config.max_handles,
+            ) {
+                tracing::warn!(client_id, "too many receipt handles to renew; not renewed");
+            }
+        }
+    }
+
     /// The pop a ReceiveMessage asks for.
     fn pop_request(&self, request: pb::ReceiveMessageRequest) -> RpcResult<PopRequest> {
         let group = required_name(&request.group, "group")?.to_owned();
@@ -669,7 +724,7 @@ impl LocalBackend {
         let invisible_ms = match (&request.invisible_duration, request.auto_renew) {
             (Some(d), false) => duration_ms(d),
             // Push consumers leave the invisible time to the server.
-            _ => AUTO_RENEW_INVISIBLE_MS,
+            _ => i64::try_from(self.renew_config.invisible.as_millis()).unwrap_or(i64::MAX),
         };
         check_invisible_ms(invisible_ms)?;
         let poll_ms = match &request.long_polling_timeout {
@@ -710,6 +765,35 @@ impl LocalBackend {
 
 #[async_trait::async_trait]
 impl MessagingBackend for LocalBackend {
+    fn attach_sessions(&self, sessions: &Arc<SessionRegistry>) {
+        checkback::install(&self.services, sessions);
+    }
+
+    async fn client_offline(
+        &self,
+        client_id: &str,
+        _session: Option<&crate::session::ClientSession>,
+        _reason: crate::backend::OfflineReason,
+    ) {
+        renew::release(
+            &self.renewals,
+            &self.services.pop_api(),
+            &self.renew_config,
+            client_id,
+        );
+    }
+
+    async fn group_policy(
+        &self,
+        _ctx: &RequestContext,
+        group: &pb::Resource,
+    ) -> RpcResult<Option<crate::config::GroupPolicy>> {
+        Ok(self
+            .services
+            .subscription_group(&group.name)
+            .map(|g| policy::group_policy_of(&g)))
+    }
+
     async fn query_route(
         &self,
         _ctx: &RequestContext,
@@ -810,11 +894,16 @@ impl MessagingBackend for LocalBackend {
 
     async fn receive_message(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         request: pb::ReceiveMessageRequest,
     ) -> RpcResult<BackendStream<pb::ReceiveMessageResponse>> {
         use pb::receive_message_response::Content;
+        let auto_renew = request.auto_renew;
         let pop = self.pop_request(request)?;
+        let renew_for = ctx
+            .client_id()
+            .filter(|_| auto_renew)
+            .map(|id| (id.to_owned(), pop.group.clone(), pop.topic.clone()));
         let result = self
             .services
             .pop_api()
@@ -825,6 +914,9 @@ impl MessagingBackend for LocalBackend {
         let mut messages = Vec::with_capacity(result.messages.len());
         for popped in &result.messages {
             messages.push(popped_to_pb(popped)?);
+        }
+        if let Some((client_id, group, topic)) = renew_for.filter(|_| !messages.is_empty()) {
+            self.track_renewals(&client_id, &group, &topic, &result.messages);
         }
         if result.status != PopStatus::Found || messages.is_empty() {
             items.push(pb::ReceiveMessageResponse {
@@ -868,7 +960,8 @@ impl MessagingBackend for LocalBackend {
                         "receipt handle cannot be empty",
                     ))
                 } else {
-                    api.ack(group, topic, &entry.receipt_handle, None)
+                    let handle = self.renewals.take(group, &entry.receipt_handle);
+                    api.ack(group, topic, &handle, None)
                         .map_err(map_pop_error)
                         .and_then(|outcome| match outcome {
                             // Acking what is no longer in flight (acked already) succeeds, as
@@ -905,7 +998,8 @@ impl MessagingBackend for LocalBackend {
     ) -> RpcResult<pb::ForwardMessageToDeadLetterQueueResponse> {
         let group = required_name(&request.group, "group")?.to_owned();
         let topic = required_name(&request.topic, "topic")?.to_owned();
-        let handle = ReceiptHandle::parse(&request.receipt_handle).map_err(map_pop_error)?;
+        let current = self.renewals.take(&group, &request.receipt_handle);
+        let handle = ReceiptHandle::parse(&current).map_err(map_pop_error)?;
         let commit_log_offset = handle.commit_log_offset.ok_or_else(|| {
             RpcError::new(
                 pb::Code::InvalidReceiptHandle,
@@ -937,7 +1031,7 @@ impl MessagingBackend for LocalBackend {
         }
         self.services
             .pop_api()
-            .ack(&group, &topic, &request.receipt_handle, None)
+            .ack(&group, &topic, &current, None)
             .map_err(map_pop_error)?;
         Ok(pb::ForwardMessageToDeadLetterQueueResponse { status: Some(ok()) })
     }
@@ -966,10 +1060,11 @@ impl MessagingBackend for LocalBackend {
                 )
             })?;
         check_invisible_ms(invisible_ms)?;
+        let current = self.renewals.take(group, &request.receipt_handle);
         let changed = self
             .services
             .pop_api()
-            .change_invisible(group, topic, &request.receipt_handle, None, invisible_ms)
+            .change_invisible(group, topic, &current, None, invisible_ms)
             .map_err(map_pop_error)?;
         Ok(pb::ChangeInvisibleDurationResponse {
             status: Some(ok()),
@@ -1153,10 +1248,10 @@ impl MessagingBackend for LocalBackend {
 
     async fn recall_message(
         &self,
-        _: &RequestContext,
-        _: pb::RecallMessageRequest,
+        _ctx: &RequestContext,
+        request: pb::RecallMessageRequest,
     ) -> RpcResult<pb::RecallMessageResponse> {
-        Err(RpcError::not_implemented("RecallMessage"))
+        recall::recall(&self.services, request, now_ms()).await
     }
 
     async fn sync_lite_subscription(

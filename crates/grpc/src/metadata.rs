@@ -51,6 +51,31 @@ impl ClientMetadata {
     }
 }
 
+/// The call's deadline as the client set it (`grpc-timeout`: at most 8 digits and a unit, H M S
+/// m u n); `None` when absent or malformed.
+pub fn grpc_timeout(metadata: &MetadataMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let value = metadata.get(GRPC_TIMEOUT)?.to_str().ok()?;
+    let unit = value.chars().last()?;
+    let digits = &value[..value.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The gRPC deadline header.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+
 /// The header's value, trimmed; `None` if missing, empty, or not printable ASCII.
 fn text(metadata: &MetadataMap, key: &str) -> Option<String> {
     let value = metadata.get(key)?.to_str().ok()?.trim();
@@ -60,6 +85,26 @@ fn text(metadata: &MetadataMap, key: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_reads_every_unit_and_rejects_junk() {
+        use std::time::Duration;
+        let with = |v: &str| {
+            let mut m = MetadataMap::new();
+            m.insert(GRPC_TIMEOUT, v.parse().expect("ascii"));
+            grpc_timeout(&m)
+        };
+        assert_eq!(with("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(with("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(with("23S"), Some(Duration::from_secs(23)));
+        assert_eq!(with("29999m"), Some(Duration::from_millis(29_999)));
+        assert_eq!(with("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(with("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["", "S", "123456789m", "12x", "-1S", "1.5S"] {
+            assert_eq!(with(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&MetadataMap::new()), None);
+    }
     use tonic::metadata::MetadataValue;
 
     fn map(pairs: &[(&'static str, &str)]) -> MetadataMap {

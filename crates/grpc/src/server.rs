@@ -40,6 +40,7 @@ impl GrpcServer {
         sessions: Arc<SessionRegistry>,
     ) -> Result<GrpcServerHandle, GrpcError> {
         config.validate()?;
+        backend.attach_sessions(&sessions);
         let bind_error = |source| GrpcError::Bind {
             addr: config.listen_addr.clone(),
             source,

@@ -52,6 +52,7 @@ impl MessagingServiceImpl {
         backend: Arc<dyn MessagingBackend>,
         sessions: Arc<SessionRegistry>,
     ) -> Self {
+        backend.attach_sessions(&sessions);
         let (stop, _) = watch::channel(false);
         Self::from_shared(Arc::new(Shared {
             config,
@@ -99,6 +100,34 @@ fn answer_stream<T: FromStatus + Send + 'static>(
         }
     };
     Ok(Response::new(stream))
+}
+
+/// Time kept back from a call's deadline for answering a long poll (the proxy's
+/// `longPollingReserveTimeInMillis`).
+pub const LONG_POLLING_RESERVE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Makes a receive's long poll end before the client's deadline, as the proxy does: a poll that
+/// would outlast `deadline` (or one not given) waits `deadline - LONG_POLLING_RESERVE`, and a
+/// deadline shorter than the reserve is refused with ILLEGAL_POLLING_TIME.
+pub fn bound_long_polling(
+    request: &mut pb::ReceiveMessageRequest,
+    deadline: std::time::Duration,
+) -> RpcResult<()> {
+    let asked = request
+        .long_polling_timeout
+        .as_ref()
+        .and_then(|d| std::time::Duration::try_from(*d).ok());
+    if asked.is_some_and(|asked| asked + LONG_POLLING_RESERVE <= deadline) {
+        return Ok(());
+    }
+    let Some(bounded) = deadline.checked_sub(LONG_POLLING_RESERVE) else {
+        return Err(RpcError::new(
+            pb::Code::IllegalPollingTime,
+            "the deadline time remaining is not enough for polling",
+        ));
+    };
+    request.long_polling_timeout = Some(crate::settings::to_proto_duration(bounded));
+    Ok(())
 }
 
 fn client_id_required(rpc: &str) -> RpcError {
@@ -169,11 +198,16 @@ impl MessagingService for MessagingServiceImpl {
         request: Request<pb::ReceiveMessageRequest>,
     ) -> Result<Response<Self::ReceiveMessageStream>, tonic::Status> {
         let ctx = self.context(&request);
-        let result = self
-            .shared
-            .backend
-            .receive_message(&ctx, request.into_inner())
-            .await;
+        let deadline = crate::metadata::grpc_timeout(request.metadata());
+        let mut receive = request.into_inner();
+        let result = match deadline {
+            Some(deadline) => bound_long_polling(&mut receive, deadline),
+            None => Ok(()),
+        };
+        let result = match result {
+            Ok(()) => self.shared.backend.receive_message(&ctx, receive).await,
+            Err(error) => Err(error),
+        };
         answer_stream("ReceiveMessage", result)
     }
 
@@ -480,4 +514,49 @@ async fn settings_reply(
         &config.consumer,
         &policy,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn receive(poll_ms: Option<u64>) -> pb::ReceiveMessageRequest {
+        pb::ReceiveMessageRequest {
+            long_polling_timeout: poll_ms.map(crate::settings::duration_ms),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_long_poll_within_the_deadline_is_left_alone() {
+        let mut request = receive(Some(20_000));
+        bound_long_polling(&mut request, Duration::from_millis(23_000)).expect("fits");
+        assert_eq!(
+            request.long_polling_timeout,
+            Some(crate::settings::duration_ms(20_000))
+        );
+    }
+
+    #[test]
+    fn a_long_poll_past_the_deadline_or_unset_ends_a_reserve_before_it() {
+        for asked in [Some(20_000), Some(5_000), None] {
+            let mut request = receive(asked);
+            bound_long_polling(&mut request, Duration::from_millis(5_050)).expect("bounded");
+            assert_eq!(
+                request.long_polling_timeout,
+                Some(crate::settings::duration_ms(4_950)),
+                "{asked:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_deadline_shorter_than_the_reserve_is_refused() {
+        let mut request = receive(Some(1_000));
+        let error =
+            bound_long_polling(&mut request, Duration::from_millis(50)).expect_err("refused");
+        assert_eq!(error.code, pb::Code::IllegalPollingTime);
+    }
 }

@@ -269,6 +269,24 @@ impl SessionRegistry {
         self.len() == 0
     }
 
+    /// Producers publishing `topic` (as their settings declare) with an open Telemetry stream,
+    /// by client id: the clients a transaction check-back for producer group `topic` may go to
+    /// (5.x producers use the topic as their group).
+    pub fn producers_of(&self, topic: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, entry)| {
+                entry.telemetry.is_some()
+                    && entry.session.client_type == Some(pb::ClientType::Producer)
+                    && publishes(entry.session.settings.as_ref(), topic)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Queues a server-to-client command (e.g. `RecoverOrphanedTransactionCommand`) on the
     /// client's Telemetry stream without waiting.
     pub fn push_command(
@@ -287,6 +305,13 @@ impl SessionRegistry {
             mpsc::error::TrySendError::Closed(_) => PushError::NoTelemetry,
         })
     }
+}
+
+fn publishes(settings: Option<&pb::Settings>, topic: &str) -> bool {
+    matches!(
+        settings.and_then(|s| s.pub_sub.as_ref()),
+        Some(pb::settings::PubSub::Publishing(p)) if p.topics.iter().any(|t| t.name == topic)
+    )
 }
 
 #[cfg(test)]

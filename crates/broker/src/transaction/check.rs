@@ -77,6 +77,9 @@ async fn send_checks(b: &BrokerInner, checks: Vec<CheckBack>) {
             .as_deref()
             .and_then(|g| b.producers.available_channel(g));
         let Some(conn) = conn else {
+            if check_locally(b, &check) {
+                continue;
+            }
             warn!(group = ?check.group, "transaction check-back: no live producer of the group");
             b.transactions.count(|s| s.checks_without_producer += 1);
             continue;
@@ -93,6 +96,24 @@ async fn send_checks(b: &BrokerInner, checks: Vec<CheckBack>) {
         });
     }
     while sends.join_next().await.is_some() {}
+}
+
+/// Hands a check-back to the embedded endpoint's hook, if one is set; true if it reached one of
+/// that endpoint's producers.
+fn check_locally(b: &BrokerInner, check: &CheckBack) -> bool {
+    let (Some(hook), Some(group)) = (b.transactions.check_hook(), check.group.as_deref()) else {
+        return false;
+    };
+    match crate::local::local_check(group, &check.request) {
+        Some(local) => hook(local),
+        None => {
+            warn!(
+                group,
+                "transaction check-back: cannot read back its own request"
+            );
+            false
+        }
+    }
 }
 
 /// The settings a decision depends on.

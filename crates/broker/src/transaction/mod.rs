@@ -14,7 +14,7 @@ pub(crate) mod check;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use apogee_protocol::codes::perm;
 use apogee_protocol::codes::request_code::CHECK_TRANSACTION_STATE;
@@ -28,6 +28,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use crate::broker::BrokerInner;
+use crate::local::TransactionCheckHook;
 use crate::manager::{lock, now_ms};
 use crate::names::{TRANS_CHECK_MAX_TIME_TOPIC, TRANS_HALF_TOPIC, TRANS_OP_HALF_TOPIC};
 
@@ -74,6 +75,9 @@ pub(crate) enum Outcome {
 pub(crate) struct Transactions {
     outcomes: Mutex<Outcomes>,
     stats: watch::Sender<TransactionStats>,
+    /// Where check-backs go when no remoting producer of the group is connected (an embedded
+    /// endpoint's own producers, e.g. gRPC clients).
+    check_hook: RwLock<Option<TransactionCheckHook>>,
 }
 
 /// Outcomes by transaction id (the message's UNIQ_KEY), bounded, oldest forgotten first.
@@ -88,7 +92,22 @@ impl Transactions {
         Self {
             outcomes: Mutex::new(Outcomes::default()),
             stats: watch::channel(TransactionStats::default()).0,
+            check_hook: RwLock::new(None),
         }
+    }
+
+    pub fn set_check_hook(&self, hook: Option<TransactionCheckHook>) {
+        *self
+            .check_hook
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = hook;
+    }
+
+    pub fn check_hook(&self) -> Option<TransactionCheckHook> {
+        self.check_hook
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The remembered outcome of transaction `id`.
