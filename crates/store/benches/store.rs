@@ -13,6 +13,7 @@
 //! - `APOGEE_BENCH_APPEND_GIB` (2): bytes appended per append variant.
 //! - `APOGEE_BENCH_BATCH` (16): records per append call in the batched variant.
 //! - `APOGEE_BENCH_SYNC_SECS` (5), `APOGEE_BENCH_SYNC_WRITERS` (64): the sync-flush run.
+//! - `APOGEE_BENCH_WARM_MIB` (32): sync-flush extent warming ahead of the writer; 0 = off.
 //! - `APOGEE_BENCH_READ_GIB` (1): size of the queue read back.
 //! - `APOGEE_BENCH_RECOVERY_GIB` (1): size of the log recovered after the crash.
 //! - `APOGEE_BENCH_DROP_CACHES` (0): 1 = also time recovery with a cold page cache (needs root).
@@ -179,6 +180,11 @@ fn config(dir: &Path, mode: FlushDiskType) -> StoreConfig {
     StoreConfig {
         root_dir: dir.to_path_buf(),
         flush_disk_type: mode,
+        commitlog_warm_ahead_bytes: (env_f64(
+            "APOGEE_BENCH_WARM_MIB",
+            (d.commitlog_warm_ahead_bytes >> 20) as f64,
+        ) as u64)
+            << 20,
         flush_least_bytes: env_f64(
             "APOGEE_BENCH_FLUSH_LEAST_KIB",
             (d.flush_least_bytes / 1024) as f64,
