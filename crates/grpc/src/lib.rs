@@ -19,6 +19,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod local;
 pub mod metadata;
