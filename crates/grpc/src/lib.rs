@@ -23,6 +23,7 @@ pub mod convert;
 pub mod error;
 pub mod local;
 pub mod metadata;
+pub mod remote;
 pub mod server;
 pub mod service;
 pub mod session;
@@ -55,6 +56,7 @@ pub use config::{
 pub use error::GrpcError;
 pub use local::LocalBackend;
 pub use metadata::ClientMetadata;
+pub use remote::{RemoteBackend, RemoteConfig};
 pub use server::{GrpcServer, GrpcServerHandle};
 pub use service::MessagingServiceImpl;
 pub use session::{ClientSession, PushError, SessionError, SessionRegistry};
