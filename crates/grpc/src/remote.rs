@@ -40,10 +40,9 @@ use apogee_protocol::header::{
     GetMinOffsetRequestHeader, GetMinOffsetResponseHeader, GetRouteInfoRequestHeader,
     GetSubscriptionGroupConfigRequestHeader, GetTopicConfigRequestHeader, PopMessageRequestHeader,
     PopMessageResponseHeader, PullMessageRequestHeader, PullMessageResponseHeader,
-    QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader,
-    SearchOffsetRequestHeader, SearchOffsetResponseHeader, SendMessageRequestHeader,
-    SendMessageRequestHeaderV2, SendMessageResponseHeader, UnregisterClientRequestHeader,
-    UpdateConsumerOffsetRequestHeader,
+    QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader, SearchOffsetRequestHeader,
+    SearchOffsetResponseHeader, SendMessageRequestHeader, SendMessageRequestHeaderV2,
+    SendMessageResponseHeader, UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader,
 };
 use apogee_protocol::message::{keys, sysflag, MessageRecord, OffsetMsgId};
 use apogee_protocol::RemotingCommand;
@@ -260,9 +259,8 @@ fn parse_handle(handle: &str) -> RpcResult<ReceiptHandle> {
             "receipt handle cannot be empty",
         ));
     }
-    let h = ReceiptHandle::parse(handle).map_err(|e| {
-        RpcError::new(pb::Code::InvalidReceiptHandle, e.remark().to_owned())
-    })?;
+    let h = ReceiptHandle::parse(handle)
+        .map_err(|e| RpcError::new(pb::Code::InvalidReceiptHandle, e.remark().to_owned()))?;
     if h.broker_name.is_empty() || h.queue_offset.is_none() {
         return Err(RpcError::new(
             pb::Code::InvalidReceiptHandle,
@@ -350,7 +348,10 @@ impl RemoteBackend {
             }
         });
         let weak = Arc::downgrade(&inner);
-        let every = inner.config.heartbeat_interval.max(Duration::from_millis(100));
+        let every = inner
+            .config
+            .heartbeat_interval
+            .max(Duration::from_millis(100));
         let task = tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -895,8 +896,8 @@ impl Inner {
             }
         };
         for (name, addr) in self.all_masters() {
-            let request = RemotingCommand::request(request_code::HEART_BEAT)
-                .with_body(body.clone());
+            let request =
+                RemotingCommand::request(request_code::HEART_BEAT).with_body(body.clone());
             match self.remoting.invoke(&addr, request, self.timeout()).await {
                 Ok(r) if r.code == rc::SUCCESS => {}
                 Ok(r) => debug!(broker = %name, code = r.code, "heartbeat refused"),
@@ -940,13 +941,17 @@ impl Inner {
             .map(str::to_owned)
             .or_else(|| props.get(keys::PGROUP).map(str::to_owned))
             .unwrap_or_else(|| record.topic.clone());
-        let broker = header.broker_name.clone().filter(|b| !b.is_empty()).or_else(|| {
-            let peer = peer.to_string();
-            self.all_masters()
-                .into_iter()
-                .find(|(_, addr)| *addr == peer)
-                .map(|(name, _)| name)
-        });
+        let broker = header
+            .broker_name
+            .clone()
+            .filter(|b| !b.is_empty())
+            .or_else(|| {
+                let peer = peer.to_string();
+                self.all_masters()
+                    .into_iter()
+                    .find(|(_, addr)| *addr == peer)
+                    .map(|(name, _)| name)
+            });
         let Some(broker) = broker else {
             debug!(%peer, "check-back from a broker this proxy does not know");
             return;
@@ -960,12 +965,14 @@ impl Inner {
         message.topic = Some(resource(&topic));
         let command = pb::TelemetryCommand {
             status: None,
-            command: Some(pb::telemetry_command::Command::RecoverOrphanedTransactionCommand(
-                pb::RecoverOrphanedTransactionCommand {
-                    message: Some(message),
-                    transaction_id,
-                },
-            )),
+            command: Some(
+                pb::telemetry_command::Command::RecoverOrphanedTransactionCommand(
+                    pb::RecoverOrphanedTransactionCommand {
+                        message: Some(message),
+                        transaction_id,
+                    },
+                ),
+            ),
         };
         let candidates: Vec<String> = lock(&self.registrations)
             .producers
@@ -1147,10 +1154,7 @@ impl MessagingBackend for RemoteBackend {
         }
         let mut entries = Vec::with_capacity(request.entries.len());
         for entry in &request.entries {
-            let outcome = self
-                .inner
-                .ack(group, topic, &entry.receipt_handle)
-                .await;
+            let outcome = self.inner.ack(group, topic, &entry.receipt_handle).await;
             entries.push(pb::AckMessageResultEntry {
                 message_id: entry.message_id.clone(),
                 receipt_handle: entry.receipt_handle.clone(),
@@ -1196,10 +1200,7 @@ impl MessagingBackend for RemoteBackend {
             .inner
             .call(
                 &addr,
-                RemotingCommand::request_with_header(
-                    request_code::CONSUMER_SEND_MSG_BACK,
-                    &header,
-                ),
+                RemotingCommand::request_with_header(request_code::CONSUMER_SEND_MSG_BACK, &header),
                 self.inner.timeout(),
             )
             .await?;
@@ -1425,10 +1426,7 @@ impl MessagingBackend for RemoteBackend {
             .inner
             .call(
                 &addr,
-                RemotingCommand::request_with_header(
-                    request_code::UPDATE_CONSUMER_OFFSET,
-                    &header,
-                ),
+                RemotingCommand::request_with_header(request_code::UPDATE_CONSUMER_OFFSET, &header),
                 self.inner.timeout(),
             )
             .await?;
@@ -1521,7 +1519,10 @@ impl MessagingBackend for RemoteBackend {
             }
         };
         let code = request.code;
-        let response = self.inner.call(&addr, request, self.inner.timeout()).await?;
+        let response = self
+            .inner
+            .call(&addr, request, self.inner.timeout())
+            .await?;
         if response.code != rc::SUCCESS {
             return Err(broker_error(&response));
         }
@@ -1552,7 +1553,11 @@ impl MessagingBackend for RemoteBackend {
         Err(RpcError::not_implemented("SyncLiteSubscription"))
     }
 
-    async fn register_client(&self, ctx: &RequestContext, settings: &pb::Settings) -> RpcResult<()> {
+    async fn register_client(
+        &self,
+        ctx: &RequestContext,
+        settings: &pb::Settings,
+    ) -> RpcResult<()> {
         let Some(client_id) = ctx.client_id().map(str::to_owned) else {
             return Ok(());
         };
@@ -1702,7 +1707,10 @@ mod tests {
             decode_transaction_id(&id),
             Some(("broker-b".to_owned(), 0x1234, 7))
         );
-        assert_eq!(decode_transaction_id("00000000000012340000000000000007"), None);
+        assert_eq!(
+            decode_transaction_id("00000000000012340000000000000007"),
+            None
+        );
         assert_eq!(decode_transaction_id("short"), None);
         assert_eq!(decode_transaction_id(&format!("{}x", "Z".repeat(32))), None);
         assert_eq!(decode_transaction_id(&"é".repeat(20)), None);
