@@ -119,13 +119,16 @@ struct Cached<T> {
     value: T,
 }
 
+/// A consumer group's subscriptions: topic -> (expression type, expression).
+type Subscriptions = BTreeMap<String, (String, String)>;
+
 /// Who this proxy announces to the brokers.
 #[derive(Default)]
 struct Registrations {
     /// gRPC client id -> topics it publishes to.
     producers: HashMap<String, BTreeSet<String>>,
     /// gRPC client id -> (consumer group, its subscriptions as topic -> (type, expression)).
-    consumers: HashMap<String, (String, BTreeMap<String, (String, String)>)>,
+    consumers: HashMap<String, (String, Subscriptions)>,
 }
 
 struct Inner {
@@ -418,7 +421,7 @@ impl Registrations {
     }
 
     fn heartbeat(&self, client_id: &str) -> HeartbeatData {
-        let mut groups: BTreeMap<String, BTreeMap<String, (String, String)>> = BTreeMap::new();
+        let mut groups: BTreeMap<String, Subscriptions> = BTreeMap::new();
         for (group, subs) in self.consumers.values() {
             groups
                 .entry(group.clone())
@@ -1579,7 +1582,7 @@ impl MessagingBackend for RemoteBackend {
                 let Some(group) = s.group.as_ref().filter(|g| !g.name.is_empty()) else {
                     return Ok(());
                 };
-                let subs: BTreeMap<String, (String, String)> = s
+                let subs: Subscriptions = s
                     .subscriptions
                     .iter()
                     .filter_map(|e| {

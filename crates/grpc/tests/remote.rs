@@ -17,7 +17,10 @@ use apogee_protocol::codes::{request_code, response_code};
 use apogee_protocol::header::{CreateTopicRequestHeader, GetRouteInfoRequestHeader};
 use apogee_protocol::RemotingCommand;
 use apogee_remoting::{RemotingClient, RemotingConfig};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -35,6 +38,10 @@ struct Cluster {
 
 impl Cluster {
     async fn start() -> Cluster {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(tune: impl Fn(&mut BrokerConfig)) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ns = NameServer::start(NamesrvConfig {
             listen_addr: "127.0.0.1:0".into(),
@@ -46,7 +53,7 @@ impl Cluster {
         let ns_addr = ns.local_addr().to_string();
         let mut brokers = Vec::new();
         for name in ["broker-a", "broker-b"] {
-            let broker = Broker::start(BrokerConfig {
+            let mut config = BrokerConfig {
                 listen_addr: "127.0.0.1:0".into(),
                 broker_ip1: Some("127.0.0.1".into()),
                 broker_name: name.into(),
@@ -60,9 +67,9 @@ impl Cluster {
                     ..StoreOptions::default()
                 },
                 ..BrokerConfig::default()
-            })
-            .await
-            .expect("broker starts");
+            };
+            tune(&mut config);
+            let broker = Broker::start(config).await.expect("broker starts");
             brokers.push(broker);
         }
         let sessions = Arc::new(SessionRegistry::new(1024));
@@ -543,5 +550,99 @@ async fn a_committed_transaction_is_delivered_and_a_rolled_back_one_is_not() {
         bad.status.map(|s| s.code),
         Some(pb::Code::InvalidTransactionId as i32)
     );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_check_back_reaches_the_producer_on_telemetry_and_its_answer_commits() {
+    let mut cluster = Cluster::start_with(|c| {
+        c.transaction_check_interval_ms = 100;
+        c.transaction_timeout_ms = 0;
+    })
+    .await;
+    cluster.create_topic("TxCheck", "TRANSACTION", 1).await;
+
+    // A producer of the topic with its Telemetry stream open.
+    let (outbound, rx) = mpsc::channel(8);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    let client_id: MetadataValue<_> = "checker@1@0@x".parse().expect("header");
+    request.metadata_mut().insert("x-mq-client-id", client_id);
+    let mut inbound = cluster
+        .client
+        .telemetry(request)
+        .await
+        .expect("telemetry accepted")
+        .into_inner();
+    outbound
+        .send(pb::TelemetryCommand {
+            status: None,
+            command: Some(pb::telemetry_command::Command::Settings(pb::Settings {
+                client_type: Some(pb::ClientType::Producer as i32),
+                pub_sub: Some(pb::settings::PubSub::Publishing(pb::Publishing {
+                    topics: vec![pb::Resource {
+                        resource_namespace: String::new(),
+                        name: "TxCheck".into(),
+                    }],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })),
+        })
+        .await
+        .expect("stream open");
+    let reply = tokio::time::timeout(DEADLINE, inbound.message())
+        .await
+        .expect("settings reply in time")
+        .expect("no transport error")
+        .expect("a reply");
+    assert!(matches!(
+        reply.command,
+        Some(pb::telemetry_command::Command::Settings(_))
+    ));
+
+    // A half message nobody ends: the broker asks, the proxy forwards the question.
+    send(
+        &mut cluster,
+        message("TxCheck", "EE01", pb::MessageType::Transaction, None),
+    )
+    .await;
+    let (message_id, transaction_id) = loop {
+        let command = tokio::time::timeout(DEADLINE, inbound.message())
+            .await
+            .expect("a check-back in time")
+            .expect("no transport error")
+            .expect("stream open");
+        if let Some(pb::telemetry_command::Command::RecoverOrphanedTransactionCommand(c)) =
+            command.command
+        {
+            let m = c.message.expect("the half message");
+            assert_eq!(m.topic.as_ref().map(|t| t.name.as_str()), Some("TxCheck"));
+            break (
+                m.system_properties.expect("sp").message_id,
+                c.transaction_id,
+            );
+        }
+    };
+    assert_eq!(message_id, "EE01");
+    let end = cluster
+        .client
+        .end_transaction(pb::EndTransactionRequest {
+            topic: resource("TxCheck"),
+            message_id,
+            transaction_id,
+            resolution: pb::TransactionResolution::Commit as i32,
+            source: pb::TransactionSource::SourceServerCheck as i32,
+            trace_context: String::new(),
+        })
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    assert_eq!(end.status.map(|s| s.code), Some(20000));
+    let got = receive_until(&mut cluster, "TxCheckG", "TxCheck", 1).await;
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        vec!["EE01".to_owned()]
+    );
+    drop(outbound);
     cluster.stop().await;
 }
