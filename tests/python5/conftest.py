@@ -3,9 +3,13 @@ through its gRPC endpoint (the `grpc=` of the ready line), with helpers to creat
 remoting and to read what the broker stored."""
 
 import json
+import re
+import signal
 import socket
 import struct
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +17,9 @@ import pytest
 # The process fixture and helpers are shared with the 4.x suite.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
 
-from apogee_support import REPO_ROOT, Apogee, apogee_bin, unique_suffix  # noqa: E402
+from apogee_support import (  # noqa: E402
+    READY_TIMEOUT_S, REPO_ROOT, STOP_TIMEOUT_S, Apogee, apogee_bin, unique_suffix,
+)
 
 UPDATE_AND_CREATE_TOPIC = 17
 
@@ -29,6 +35,80 @@ def server(tmp_path_factory):
     assert s.grpc, "the ready line names no gRPC endpoint"
     yield s
     s.stop()
+
+
+PROXY_READY_RE = re.compile(r"^apogee \S+ ready: proxy grpc=(\S+)")
+
+
+class Proxy:
+    """`apogee proxy -n <namesrv>` in front of a running `Apogee`: clients dial `grpc`, topics
+    are still created on (and records read from) the cluster behind it."""
+
+    def __init__(self, cluster, log_path):
+        self.cluster = cluster
+        self.broker = cluster.broker
+        self.log_path = Path(log_path)
+        self.grpc = None
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [str(apogee_bin()), "proxy", "-n", cluster.namesrv, "--grpc-listen", "127.0.0.1:0"],
+            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        ready = threading.Event()
+        found = {}
+
+        def read_stdout(stream):
+            for raw in stream:
+                m = PROXY_READY_RE.match(raw.decode("utf-8", "replace").rstrip("\n"))
+                if m and not ready.is_set():
+                    found["grpc"] = m.group(1)
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read_stdout, args=(self.proc.stdout,), daemon=True).start()
+        if not ready.wait(READY_TIMEOUT_S) or "grpc" not in found:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"apogee proxy did not print its ready line; log:\n{self.log_text()}")
+        self.grpc = found["grpc"]
+
+    def stored_records(self, limit=100_000):
+        return self.cluster.stored_records(limit)
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"apogee proxy ignored SIGTERM for {STOP_TIMEOUT_S}s")
+        assert code == 0, f"apogee proxy exited with {code}; log:\n{self.log_text()}"
+        assert "panicked" not in self.log_text(), self.log_text()
+
+
+@pytest.fixture(scope="module")
+def proxy(tmp_path_factory):
+    """A standalone cluster with `apogee proxy` in front; `proxy.grpc` is the proxy's endpoint."""
+    root = tmp_path_factory.mktemp("apogee5proxy")
+    cluster = Apogee(apogee_bin(), root / "data", root / "apogee.log").start()
+    try:
+        p = Proxy(cluster, root / "proxy.log")
+    except BaseException:
+        cluster.stop()
+        raise
+    yield p
+    try:
+        p.stop()
+    finally:
+        cluster.stop()
 
 
 def remoting_call(addr, code, ext_fields, timeout_s=10.0):

@@ -1,20 +1,17 @@
 //! The `apogee` executable: one binary, one subcommand per role: the servers (`standalone`,
-//! `namesrv`, `broker`), `admin` (mqadmin's commands), the load generator (`bench`) and the offline
-//! store tools; the proxy arrives with its issue.
+//! `namesrv`, `broker`), the 5.x gRPC `proxy` in front of a cluster, `admin` (mqadmin's commands),
+//! the load generator (`bench`) and the offline store tools.
 
 mod admin;
 mod bench;
 mod inspect;
+mod proxy;
 mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-
-/// Exit code when a subcommand exists only as a placeholder (the same code clap uses for usage
-/// errors: the invocation cannot be served).
-const EXIT_NOT_IMPLEMENTED: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -35,8 +32,8 @@ enum Command {
     Namesrv(server::ServerArgs),
     /// A broker alone (port 10911), registering with --namesrv-addr.
     Broker(server::ServerArgs),
-    /// The 5.x gRPC proxy in front of a cluster (not implemented yet).
-    Proxy(Placeholder),
+    /// The 5.x gRPC endpoint (port 8081) in front of a cluster reached through --namesrv-addr.
+    Proxy(proxy::ProxyArgs),
     /// RocketMQ's mqadmin commands (same names and flags) against any RocketMQ-compatible cluster.
     Admin(admin::AdminArgs),
     /// Load generator against any RocketMQ-compatible cluster: send and end-to-end throughput
@@ -47,14 +44,6 @@ enum Command {
         #[command(subcommand)]
         command: StoreCommand,
     },
-}
-
-/// Arguments of a subcommand that is not there yet: accepted and ignored, so that scripts written
-/// for the real one fail with the "not implemented" message rather than a usage error.
-#[derive(Args)]
-struct Placeholder {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -113,11 +102,6 @@ pub(crate) enum InspectWhat {
     Checkpoint,
 }
 
-fn not_implemented(what: &str, issue: u32) -> ExitCode {
-    eprintln!("apogee {what}: not implemented yet (issue {issue})");
-    ExitCode::from(EXIT_NOT_IMPLEMENTED)
-}
-
 fn serve(role: server::Role, args: server::ServerArgs) -> ExitCode {
     match server::run(role, args) {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,7 +118,13 @@ fn main() -> ExitCode {
         Command::Standalone(args) => serve(server::Role::Standalone, args),
         Command::Namesrv(args) => serve(server::Role::Namesrv, args),
         Command::Broker(args) => serve(server::Role::Broker, args),
-        Command::Proxy(_) => not_implemented("proxy", 7),
+        Command::Proxy(args) => match proxy::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("apogee proxy: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Admin(args) => admin::run(args),
         Command::Bench(args) => bench::run(*args),
         Command::Store {

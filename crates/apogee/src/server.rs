@@ -152,7 +152,7 @@ fn broker_config(args: &ServerArgs, file: &FileConfig) -> Result<BrokerConfig, S
     Ok(cfg)
 }
 
-fn init_logging(level: &str) -> Result<(), String> {
+pub(crate) fn init_logging(level: &str) -> Result<(), String> {
     let level: tracing::Level = level
         .parse()
         .map_err(|_| format!("unknown log level {level:?}"))?;
@@ -165,14 +165,14 @@ fn init_logging(level: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn ready(line: &str) {
+pub(crate) fn ready(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
 
 /// Resolves once SIGINT or SIGTERM arrives.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -187,7 +187,7 @@ async fn stop_signal() {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("apogee")

@@ -233,11 +233,17 @@ fn a_missing_store_directory_exits_3() {
 }
 
 #[test]
-fn placeholder_subcommands_say_not_implemented_and_exit_2() {
+fn proxy_rejects_unknown_flags_and_needs_name_servers() {
     let out = apogee(&["proxy", "--some-flag", "x"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_apogee"))
+        .args(["proxy", "--grpc-listen", "127.0.0.1:0"])
+        .env_remove("NAMESRV_ADDR")
+        .output()
+        .expect("apogee runs");
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not implemented yet (issue 7)"), "{err}");
+    assert!(err.contains("name servers"), "{err}");
     let out = apogee(&["--version"]);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("apogee "));
 }

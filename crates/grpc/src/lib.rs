@@ -19,9 +19,11 @@
 
 pub mod backend;
 pub mod config;
+pub mod convert;
 pub mod error;
 pub mod local;
 pub mod metadata;
+pub mod remote;
 pub mod server;
 pub mod service;
 pub mod session;
@@ -54,6 +56,7 @@ pub use config::{
 pub use error::GrpcError;
 pub use local::LocalBackend;
 pub use metadata::ClientMetadata;
+pub use remote::{RemoteBackend, RemoteConfig};
 pub use server::{GrpcServer, GrpcServerHandle};
 pub use service::MessagingServiceImpl;
 pub use session::{ClientSession, PushError, SessionError, SessionRegistry};
