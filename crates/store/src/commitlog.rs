@@ -54,6 +54,8 @@ pub(crate) struct CommitLog {
     read_only_reason: Mutex<String>,
     /// Keeps the writer and the extent warmer (sync flush) off each other's bytes.
     fence: WarmFence,
+    /// Whether the writer prefaults pages ahead of itself (off when the warmer does that job).
+    prefault_ahead: AtomicBool,
 }
 
 /// What a recovery scan learns about one record: its length, and whether it is valid.
@@ -78,6 +80,7 @@ impl CommitLog {
             read_only: AtomicBool::new(false),
             read_only_reason: Mutex::new(String::new()),
             fence: WarmFence::new(),
+            prefault_ahead: AtomicBool::new(true),
         }
     }
 
@@ -296,7 +299,10 @@ impl CommitLog {
         }
         let end = pos + data.len() as u64;
         let prefaulted = self.prefaulted.load(Ordering::Relaxed);
-        let prefault_to = if data.len() < PWRITE_MIN_BYTES && end > prefaulted {
+        let prefault = data.len() < PWRITE_MIN_BYTES
+            && end > prefaulted
+            && self.prefault_ahead.load(Ordering::Relaxed);
+        let prefault_to = if prefault {
             seg.end().min(end + PREFAULT_BYTES)
         } else {
             end
@@ -307,7 +313,7 @@ impl CommitLog {
             return unsafe { seg.write_through_file(in_seg, data) }
                 .map_err(|e| StoreError::io(seg.path().display(), e));
         }
-        if end > prefaulted {
+        if prefault {
             // Never below `pos`: everything from `pos` on is unwritten, anything below may be data.
             let from = prefaulted.max(pos);
             let to = prefault_to;
@@ -326,6 +332,12 @@ impl CommitLog {
         // SAFETY: single writer (token); readers only see bytes below the published position.
         unsafe { seg.write(in_seg, data) };
         Ok(())
+    }
+
+    /// Sync flush with extent warming: the warmer leaves the pages ahead cached and clean, and any
+    /// zeros the writer dirtied ahead of itself would ride along in the next group-commit fsync.
+    pub fn set_prefault_ahead(&self, on: bool) {
+        self.prefault_ahead.store(on, Ordering::Relaxed);
     }
 
     /// Sync flush: warms the next chunk ahead of the writer (see [`crate::warm`]).

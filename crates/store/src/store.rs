@@ -280,6 +280,7 @@ impl MessageStore {
         if inner.config.flush_disk_type == FlushDiskType::Sync
             && inner.config.commitlog_warm_ahead_bytes > 0
         {
+            inner.commitlog.set_prefault_ahead(false);
             let inner = inner.clone();
             threads.push(
                 std::thread::Builder::new()
