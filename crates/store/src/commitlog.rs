@@ -300,7 +300,7 @@ impl CommitLog {
         let end = pos + data.len() as u64;
         let prefaulted = self.prefaulted.load(Ordering::Relaxed);
         let prefault = data.len() < PWRITE_MIN_BYTES
-            && end > prefaulted
+            && end > prefaulted.max(self.fence.warmed())
             && self.prefault_ahead.load(Ordering::Relaxed);
         let prefault_to = if prefault {
             seg.end().min(end + PREFAULT_BYTES)
@@ -340,7 +340,17 @@ impl CommitLog {
         self.prefault_ahead.store(on, Ordering::Relaxed);
     }
 
-    /// Sync flush: warms the next chunk ahead of the writer (see [`crate::warm`]).
+    /// Sleeps until the writer nears the end of the warmed stretch (or `timeout`).
+    pub fn warm_wait(&self, warmer: &Warmer, timeout: std::time::Duration) {
+        self.fence.wait(warmer.wake_at(&self.fence), timeout);
+    }
+
+    /// Wakes the warmer (shutdown).
+    pub fn warm_wake(&self) {
+        self.fence.wake_now();
+    }
+
+    /// Warms the next chunk ahead of the writer (see [`crate::warm`]).
     pub fn warm_step(&self, warmer: &mut Warmer) -> WarmStep {
         if self.read_only.load(Ordering::Acquire) {
             return WarmStep::Idle;

@@ -27,7 +27,7 @@ pub struct StoreConfig {
     pub flush_disk_type: FlushDiskType,
     /// Sync flush only: how far ahead of the writer a background thread turns the segment's
     /// preallocated blocks into written zeros, so group-commit fsyncs need no journal commit
-    /// (see `warm.rs`). 0 switches it off.
+    /// (see `warm.rs`). 0 switches it off (the writer then prefaults for itself).
     pub commitlog_warm_ahead_bytes: u64,
     /// Async flush period (`flushIntervalCommitLog`).
     pub flush_interval_ms: u64,

@@ -17,7 +17,8 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use crate::segment::Segment;
 
@@ -28,6 +29,11 @@ const PAGE: u64 = 4096;
 pub(crate) struct WarmFence {
     /// Highest offset the writer has written, prefaulted or is about to.
     touched: AtomicU64,
+    /// End of the last chunk the warmer finished (0 before the first).
+    warmed: AtomicU64,
+    /// The writer wakes the warmer once it writes past this offset.
+    wake_at: AtomicU64,
+    wake: (Mutex<bool>, Condvar),
     /// Start of the chunk being warmed, or `u64::MAX` when the warmer is idle.
     busy: AtomicU64,
     /// Held by the warmer for the whole of one chunk.
@@ -38,6 +44,9 @@ impl WarmFence {
     pub fn new() -> WarmFence {
         WarmFence {
             touched: AtomicU64::new(0),
+            warmed: AtomicU64::new(0),
+            wake_at: AtomicU64::new(0),
+            wake: (Mutex::new(false), Condvar::new()),
             busy: AtomicU64::new(u64::MAX),
             lock: Mutex::new(()),
         }
@@ -50,6 +59,42 @@ impl WarmFence {
         if self.busy.load(Ordering::SeqCst) < end {
             drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()));
         }
+        if end >= self.wake_at.load(Ordering::Relaxed) {
+            self.wake_at.store(u64::MAX, Ordering::Relaxed);
+            let mut woken = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+            *woken = true;
+            self.wake.1.notify_one();
+        }
+    }
+
+    /// End of the warmed stretch ahead of the writer: pages below it need no prefault.
+    pub fn warmed(&self) -> u64 {
+        self.warmed.load(Ordering::Acquire)
+    }
+
+    /// Warmer side: sleeps until the writer passes `wake_at`, `timeout` passes or
+    /// [`WarmFence::wake_now`] is called.
+    pub fn wait(&self, wake_at: u64, timeout: Duration) {
+        let mut woken = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.wake_at.store(wake_at, Ordering::Relaxed);
+        if self.touched() >= wake_at {
+            return;
+        }
+        if !*woken {
+            woken = self
+                .wake
+                .1
+                .wait_timeout(woken, timeout)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        *woken = false;
+    }
+
+    /// Wakes a waiting warmer (shutdown).
+    pub fn wake_now(&self) {
+        *self.wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.wake.1.notify_all();
     }
 
     /// Records that everything below `end` is (or may be) data, without waiting: for recovery and
@@ -75,6 +120,9 @@ pub(crate) struct Warmer {
     ahead: u64,
     /// Size of one warming write; warming starts a quarter of it past the writer's mark.
     chunk: u64,
+    /// Sync flush: sync each chunk (converting the extents now). Async flush: map the chunk into
+    /// the process instead, so the writer's stores take no page faults.
+    sync: bool,
     disabled: Arc<AtomicBool>,
 }
 
@@ -88,14 +136,22 @@ pub(crate) enum WarmStep {
 }
 
 impl Warmer {
-    /// Warms up to `ahead` bytes past the writer in segments of `segment_bytes`.
-    pub fn new(ahead: u64, segment_bytes: u64) -> Warmer {
+    /// Warms up to `ahead` bytes past the writer in segments of `segment_bytes`; `sync` for sync
+    /// flush.
+    pub fn new(ahead: u64, segment_bytes: u64, sync: bool) -> Warmer {
         Warmer {
             warmed: 0,
             ahead,
             chunk: (segment_bytes / 16).clamp(PAGE, WARM_CHUNK) / PAGE * PAGE,
+            sync,
             disabled: Arc::new(AtomicBool::new(ahead == 0)),
         }
+    }
+
+    /// Where the writer should wake the warmer again: half the window before its end.
+    pub fn wake_at(&self, fence: &WarmFence) -> u64 {
+        let end = self.warmed.max(fence.touched() + self.ahead);
+        end.saturating_sub(self.ahead / 2)
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -134,6 +190,7 @@ impl Warmer {
         match res {
             Ok(()) => {
                 self.warmed = end;
+                fence.warmed.store(end, Ordering::Release);
                 Ok(WarmStep::Warmed)
             }
             Err(e) => {
@@ -148,10 +205,17 @@ impl Warmer {
         let from = (start - seg.start()) as usize;
         // SAFETY: the fence guarantees the writer touches nothing in `start..end` until the chunk
         // is done, and everything there lies above what it ever wrote (zeros only).
-        unsafe { seg.prefault(from, (end - start) as usize)? };
-        // Writes the zeros back and commits the extent conversion now, not inside a writer's
-        // group-commit fsync.
-        seg.sync()
+        let len = (end - start) as usize;
+        unsafe { seg.prefault(from, len)? };
+        if self.sync {
+            // Writes the zeros back and commits the extent conversion now, not inside a writer's
+            // group-commit fsync.
+            seg.sync()
+        } else {
+            // SAFETY: as above.
+            unsafe { seg.populate(from, len) };
+            Ok(())
+        }
     }
 }
 
@@ -169,7 +233,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = Arc::new(Segment::create(&dir.path().join(file_name(0)), 0, 32 << 20).unwrap());
         let fence = WarmFence::new();
-        let mut w = Warmer::new(16 << 20, 64 << 20);
+        let mut w = Warmer::new(16 << 20, 64 << 20, true);
         let data = vec![0xABu8; 3 << 20];
         fence.enter(data.len() as u64);
         unsafe { seg.write(0, &data) };
@@ -188,7 +252,16 @@ mod tests {
     }
 
     #[test]
-    fn a_writer_racing_the_warmer_never_loses_bytes() {
+    fn a_writer_racing_the_sync_warmer_never_loses_bytes() {
+        writer_races_warmer(true);
+    }
+
+    #[test]
+    fn a_writer_racing_the_async_warmer_never_loses_bytes() {
+        writer_races_warmer(false);
+    }
+
+    fn writer_races_warmer(sync: bool) {
         let dir = tempfile::tempdir().unwrap();
         let len = 64 << 20;
         let seg = Arc::new(Segment::create(&dir.path().join(file_name(0)), 0, len).unwrap());
@@ -197,7 +270,7 @@ mod tests {
         let warmer = {
             let (seg, fence, stop) = (seg.clone(), fence.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut w = Warmer::new(8 << 20, len as u64);
+                let mut w = Warmer::new(8 << 20, len as u64, sync);
                 while !stop.load(Ordering::Relaxed) && !w.is_disabled() {
                     if let Ok(WarmStep::Idle) = w.step(&fence, |_| Some(seg.clone())) {
                         std::thread::yield_now();
