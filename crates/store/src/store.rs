@@ -1188,7 +1188,6 @@ impl Inner {
         let mut warmer = Warmer::new(
             self.config.commitlog_warm_ahead_bytes,
             self.config.commitlog_segment_bytes,
-            self.config.flush_disk_type == FlushDiskType::Sync,
         );
         let stopped = || *self.stop.0.lock().unwrap_or_else(|p| p.into_inner());
         loop {

@@ -120,9 +120,6 @@ pub(crate) struct Warmer {
     ahead: u64,
     /// Size of one warming write; warming starts a quarter of it past the writer's mark.
     chunk: u64,
-    /// Sync flush: sync each chunk (converting the extents now). Async flush: map the chunk into
-    /// the process instead, so the writer's stores take no page faults.
-    sync: bool,
     disabled: Arc<AtomicBool>,
 }
 
@@ -136,14 +133,12 @@ pub(crate) enum WarmStep {
 }
 
 impl Warmer {
-    /// Warms up to `ahead` bytes past the writer in segments of `segment_bytes`; `sync` for sync
-    /// flush.
-    pub fn new(ahead: u64, segment_bytes: u64, sync: bool) -> Warmer {
+    /// Warms up to `ahead` bytes past the writer in segments of `segment_bytes`.
+    pub fn new(ahead: u64, segment_bytes: u64) -> Warmer {
         Warmer {
             warmed: 0,
             ahead,
             chunk: (segment_bytes / 16).clamp(PAGE, WARM_CHUNK) / PAGE * PAGE,
-            sync,
             disabled: Arc::new(AtomicBool::new(ahead == 0)),
         }
     }
@@ -205,17 +200,10 @@ impl Warmer {
         let from = (start - seg.start()) as usize;
         // SAFETY: the fence guarantees the writer touches nothing in `start..end` until the chunk
         // is done, and everything there lies above what it ever wrote (zeros only).
-        let len = (end - start) as usize;
-        unsafe { seg.prefault(from, len)? };
-        if self.sync {
-            // Writes the zeros back and commits the extent conversion now, not inside a writer's
-            // group-commit fsync.
-            seg.sync()
-        } else {
-            // SAFETY: as above.
-            unsafe { seg.populate(from, len) };
-            Ok(())
-        }
+        unsafe { seg.prefault(from, (end - start) as usize)? };
+        // Writes the zeros back and commits the extent conversion now, not inside a writer's
+        // group-commit fsync.
+        seg.sync()
     }
 }
 
@@ -233,7 +221,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let seg = Arc::new(Segment::create(&dir.path().join(file_name(0)), 0, 32 << 20).unwrap());
         let fence = WarmFence::new();
-        let mut w = Warmer::new(16 << 20, 64 << 20, true);
+        let mut w = Warmer::new(16 << 20, 64 << 20);
         let data = vec![0xABu8; 3 << 20];
         fence.enter(data.len() as u64);
         unsafe { seg.write(0, &data) };
@@ -252,16 +240,7 @@ mod tests {
     }
 
     #[test]
-    fn a_writer_racing_the_sync_warmer_never_loses_bytes() {
-        writer_races_warmer(true);
-    }
-
-    #[test]
-    fn a_writer_racing_the_async_warmer_never_loses_bytes() {
-        writer_races_warmer(false);
-    }
-
-    fn writer_races_warmer(sync: bool) {
+    fn a_writer_racing_the_warmer_never_loses_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let len = 64 << 20;
         let seg = Arc::new(Segment::create(&dir.path().join(file_name(0)), 0, len).unwrap());
@@ -270,7 +249,7 @@ mod tests {
         let warmer = {
             let (seg, fence, stop) = (seg.clone(), fence.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut w = Warmer::new(8 << 20, len as u64, sync);
+                let mut w = Warmer::new(8 << 20, len as u64);
                 while !stop.load(Ordering::Relaxed) && !w.is_disabled() {
                     if let Ok(WarmStep::Idle) = w.step(&fence, |_| Some(seg.clone())) {
                         std::thread::yield_now();
