@@ -12,6 +12,7 @@
 //!   else cargo's target tmp dir). Must be on the disk being measured.
 //! - `APOGEE_BENCH_APPEND_GIB` (2): bytes appended per append variant.
 //! - `APOGEE_BENCH_BATCH` (16): records per append call in the batched variant.
+//! - `APOGEE_BENCH_SINGLE` (1): 0 skips the one-record-per-call append variant.
 //! - `APOGEE_BENCH_SYNC_SECS` (5), `APOGEE_BENCH_SYNC_WRITERS` (64): the sync-flush run.
 //! - `APOGEE_BENCH_WARM_MIB` (32): sync-flush extent warming ahead of the writer; 0 = off.
 //! - `APOGEE_BENCH_READ_GIB` (1): size of the queue read back.
@@ -262,7 +263,11 @@ fn fresh_dir(root: &Path, name: &str) -> PathBuf {
 fn bench_append(root: &Path, report: &mut Report) {
     let bytes = (env_f64("APOGEE_BENCH_APPEND_GIB", 2.0) * GIB as f64) as u64;
     let batch = env_f64("APOGEE_BENCH_BATCH", 16.0).max(1.0) as usize;
+    let single = env_f64("APOGEE_BENCH_SINGLE", 1.0) != 0.0;
     for per_call in [1usize, batch] {
+        if per_call == 1 && !single {
+            continue;
+        }
         let dir = fresh_dir(root, "append");
         let load0 = load_average();
         let store = MessageStore::open(config(&dir, FlushDiskType::Async)).expect("open");
