@@ -145,6 +145,9 @@ pub struct BrokerConfig {
     /// Timer messages due this many ticks or more ahead are rolled (`timerRollWindowSlot`).
     #[serde(rename = "timerRollWindowSlot")]
     pub timer_roll_window_slots: u64,
+    /// Answer RECALL_MESSAGE (`recallMessageEnable`). On by default, unlike RocketMQ (off since
+    /// 5.3.2), so gRPC RecallMessage works without a setting; off, recalls get NO_PERMISSION.
+    pub recall_message_enable: bool,
     /// SQL92 property filtering (`enablePropertyFilter`). On by default, unlike RocketMQ; when
     /// off, SQL92 subscriptions get SYSTEM_ERROR as from a Java broker.
     pub enable_property_filter: bool,
@@ -209,6 +212,7 @@ impl Default for BrokerConfig {
             timer_precision_ms: 1_000,
             timer_max_delay_sec: 3 * 24 * 3600,
             timer_roll_window_slots: 2 * 24 * 3600,
+            recall_message_enable: true,
             enable_property_filter: true,
             reject_transaction_message: false,
             transaction_check_interval_ms: 30_000,

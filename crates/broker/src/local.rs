@@ -16,7 +16,8 @@ use apogee_protocol::header::{
     CheckTransactionStateRequestHeader, CommandHeader, EndTransactionRequestHeader,
     GetMaxOffsetRequestHeader, GetMaxOffsetResponseHeader, GetMinOffsetRequestHeader,
     GetMinOffsetResponseHeader, PullMessageRequestHeader, PullMessageResponseHeader,
-    QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader, SearchOffsetRequestHeader,
+    QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader,
+    RecallMessageRequestHeader, RecallMessageResponseHeader, SearchOffsetRequestHeader,
     SearchOffsetResponseHeader, SendMessageRequestHeader, SendMessageResponseHeader,
     UpdateConsumerOffsetRequestHeader,
 };
@@ -91,6 +92,8 @@ pub struct LocalSendResult {
     pub queue_offset: i64,
     /// For a transaction half message: the handle [`LocalServices::end_transaction`] takes.
     pub transaction_handle: Option<String>,
+    /// For a message that went to the timer: the handle [`LocalServices::recall`] takes.
+    pub recall_handle: Option<String>,
 }
 
 /// How a transaction ends.
@@ -293,6 +296,26 @@ impl LocalServices {
         .map_err(|e| LocalError::new(SYSTEM_ERROR, format!("cannot store the cancel marker: {e}")))
     }
 
+    /// Recalls the timer message `recall_handle` names through the RECALL_MESSAGE processor;
+    /// returns its message id (UNIQ_KEY).
+    pub async fn recall(
+        &self,
+        topic: &str,
+        producer_group: Option<String>,
+        recall_handle: &str,
+        peer: Option<SocketAddr>,
+    ) -> LocalResult<String> {
+        let header = RecallMessageRequestHeader {
+            producer_group,
+            topic: topic.to_owned(),
+            recall_handle: recall_handle.to_owned(),
+        };
+        let request = RemotingCommand::request_with_header(rc::RECALL_MESSAGE, &header);
+        let response = self.invoke(peer, request).await;
+        expect_success(&response)?;
+        Ok(decode::<RecallMessageResponseHeader>(&response)?.msg_id)
+    }
+
     /// Runs the broker's processor for `request` as if `peer` had sent it.
     pub async fn invoke(
         &self,
@@ -354,6 +377,7 @@ impl LocalServices {
             queue_id: h.queue_id,
             queue_offset: h.queue_offset,
             transaction_handle,
+            recall_handle: h.recall_handle,
         })
     }
 

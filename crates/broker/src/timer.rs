@@ -384,6 +384,21 @@ pub fn cancel_timer(
     if (out_ms.div_euclid(precision) + 1) * precision <= now {
         return Ok(CancelOutcome::TooLate);
     }
+    store_delete_marker(store, store_host, topic, uniq_key, out_ms, now)?;
+    Ok(CancelOutcome::Cancelled)
+}
+
+/// Stores the delete marker of `topic`'s timer message `uniq_key` for the tick of `out_ms`
+/// (RocketMQ's recall message), whether or not that message is known yet: a recall racing the
+/// index of a message just sent still lands in the message's tick.
+pub(crate) fn store_delete_marker(
+    store: &MessageStore,
+    store_host: SocketAddr,
+    topic: &str,
+    uniq_key: &str,
+    out_ms: i64,
+    now: i64,
+) -> std::result::Result<(), StoreError> {
     let mut props = MessageProperties::new();
     props.insert(keys::TIMER_DEL_UNIQKEY, delete_key(topic, uniq_key));
     props.insert(keys::TIMER_OUT_MS, out_ms.to_string());
@@ -398,7 +413,7 @@ pub fn cancel_timer(
     r.encode_into(&mut bytes)
         .map_err(|e| StoreError::MessageIllegal(e.to_string()))?;
     store.append(&mut bytes)?;
-    Ok(CancelOutcome::Cancelled)
+    Ok(())
 }
 
 /// The running timer service.

@@ -150,6 +150,16 @@ pub(crate) fn map_broker_error(error: LocalError) -> RpcError {
     RpcError::new(code, error.remark)
 }
 
+/// A broker's refusal of RECALL_MESSAGE in gRPC terms. A bad handle, another topic or broker, or
+/// a time already past (ILLEGAL_OPERATION) is the caller's mistake: BAD_REQUEST with the broker's
+/// remark. (Java's proxy answers INTERNAL_SERVER_ERROR for every refusal.)
+pub(crate) fn map_recall_error(error: LocalError) -> RpcError {
+    match error.code {
+        rc::ILLEGAL_OPERATION => RpcError::new(pb::Code::BadRequest, error.remark),
+        _ => map_broker_error(error),
+    }
+}
+
 pub(crate) fn has_control_char(s: &str) -> bool {
     s.chars()
         .any(|c| c.is_control() && c != '\t' && c != '\n' && c != '\r')

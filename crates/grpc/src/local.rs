@@ -34,8 +34,8 @@ use apogee_protocol::RemotingCommand;
 use crate::backend::{BackendStream, MessagingBackend, RequestContext};
 use crate::convert::{
     build_send, check_invisible_ms, duration_ms, endpoints_of, map_broker_error, map_pop_error,
-    now_ms, overall_status, pop_request, popped_to_pb, required_name, resource, send_status,
-    timestamp, timestamp_ms, to_pb_message,
+    overall_status, pop_request, popped_to_pb, required_name, resource, send_status, timestamp,
+    timestamp_ms, to_pb_message,
 };
 pub use crate::convert::{
     consistent_hash, java_string_hash, TopicMessageType, AUTO_RENEW_INVISIBLE_MS, MAX_INVISIBLE_MS,
@@ -213,12 +213,6 @@ impl LocalBackend {
                 send.queue_id = consistent_hash(java_string_hash(group), write_queues);
             }
         }
-        let recall_handle = recall::handle_for(
-            &self.services,
-            &topic,
-            send.properties.get(keys::TIMER_DELIVER_MS),
-            &built.message_id,
-        );
         let result = self.services.send(send).await.map_err(map_broker_error)?;
         let code = match result.code {
             rc::SUCCESS => pb::Code::Ok,
@@ -237,7 +231,7 @@ impl LocalBackend {
             message_id: built.message_id,
             transaction_id: result.transaction_handle.unwrap_or_default(),
             offset: result.queue_offset,
-            recall_handle,
+            recall_handle: result.recall_handle.unwrap_or_default(),
         })
     }
 }
@@ -749,10 +743,10 @@ impl MessagingBackend for LocalBackend {
 
     async fn recall_message(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         request: pb::RecallMessageRequest,
     ) -> RpcResult<pb::RecallMessageResponse> {
-        recall::recall(&self.services, request, now_ms()).await
+        recall::recall(&self.services, request, ctx.remote_addr).await
     }
 
     async fn sync_lite_subscription(

@@ -18,6 +18,8 @@
 //!   `PGROUP`), so a broker's transaction check-back (CHECK_TRANSACTION_STATE) comes to this
 //!   proxy; it is handed to a producer of the topic as a `RecoverOrphanedTransactionCommand` on
 //!   its Telemetry stream, and its EndTransaction (source SERVER_CHECK) goes back to the broker.
+//! - SendMessage returns the broker's recall handle of a timer message; RecallMessage sends
+//!   RECALL_MESSAGE to the master of the broker the handle names.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -40,9 +42,11 @@ use apogee_protocol::header::{
     GetMinOffsetRequestHeader, GetMinOffsetResponseHeader, GetRouteInfoRequestHeader,
     GetSubscriptionGroupConfigRequestHeader, GetTopicConfigRequestHeader, PopMessageRequestHeader,
     PopMessageResponseHeader, PullMessageRequestHeader, PullMessageResponseHeader,
-    QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader, SearchOffsetRequestHeader,
+    QueryConsumerOffsetRequestHeader, QueryConsumerOffsetResponseHeader, RecallHandle,
+    RecallMessageRequestHeader, RecallMessageResponseHeader, SearchOffsetRequestHeader,
     SearchOffsetResponseHeader, SendMessageRequestHeader, SendMessageRequestHeaderV2,
     SendMessageResponseHeader, UnregisterClientRequestHeader, UpdateConsumerOffsetRequestHeader,
+    INVALID_RECALL_HANDLE,
 };
 use apogee_protocol::message::{keys, sysflag, MessageRecord, OffsetMsgId};
 use apogee_protocol::RemotingCommand;
@@ -54,8 +58,8 @@ use crate::backend::{BackendStream, MessagingBackend, OfflineReason, RequestCont
 use crate::config::GroupPolicy;
 use crate::convert::{
     build_send, check_invisible_ms, consistent_hash, duration_ms, endpoints_of, java_string_hash,
-    map_broker_error, overall_status, pop_request, popped_to_pb, required_name, resource,
-    send_status, timestamp, timestamp_ms, to_pb_message, TopicMessageType,
+    map_broker_error, map_recall_error, overall_status, pop_request, popped_to_pb, required_name,
+    resource, send_status, timestamp, timestamp_ms, to_pb_message, TopicMessageType,
 };
 use crate::pb;
 use crate::session::{ClientSession, SessionRegistry};
@@ -832,7 +836,7 @@ impl Inner {
             message_id: built.message_id,
             transaction_id,
             offset: h.queue_offset,
-            recall_handle: String::new(),
+            recall_handle: h.recall_handle.unwrap_or_default(),
         })
     }
 
@@ -1543,9 +1547,35 @@ impl MessagingBackend for RemoteBackend {
     async fn recall_message(
         &self,
         _: &RequestContext,
-        _: pb::RecallMessageRequest,
+        request: pb::RecallMessageRequest,
     ) -> RpcResult<pb::RecallMessageResponse> {
-        Err(RpcError::not_implemented("RecallMessage"))
+        let topic = required_name(&request.topic, "topic")?;
+        // The handle names the broker that holds the message; that broker checks the rest.
+        let handle = RecallHandle::decode(&request.recall_handle)
+            .map_err(|_| RpcError::new(pb::Code::BadRequest, INVALID_RECALL_HANDLE))?;
+        let addr = self.inner.master(&handle.broker_name, topic).await?;
+        let request = RemotingCommand::request_with_header(
+            request_code::RECALL_MESSAGE,
+            &RecallMessageRequestHeader {
+                producer_group: None,
+                topic: topic.to_owned(),
+                recall_handle: request.recall_handle,
+            },
+        );
+        let response = self
+            .inner
+            .call(&addr, request, self.inner.timeout())
+            .await?;
+        if response.code != rc::SUCCESS {
+            return Err(map_recall_error(LocalError {
+                code: response.code,
+                remark: response.remark.unwrap_or_default(),
+            }));
+        }
+        Ok(pb::RecallMessageResponse {
+            status: Some(ok()),
+            message_id: decode::<RecallMessageResponseHeader>(&response)?.msg_id,
+        })
     }
 
     async fn sync_lite_subscription(

@@ -386,7 +386,14 @@ async fn a_recalled_delay_message_is_never_delivered_and_bad_handles_are_refused
     let handle = RecallHandle::decode(&recalled.recall_handle).expect("a v1 handle");
     assert_eq!(handle.topic, "DelayTopic");
     assert_eq!(handle.broker_name, "broker-a");
-    assert_eq!(handle.timestamp, deliver_ms.to_string());
+    // As RocketMQ's broker writes it: one past the delivery time rounded to the timer tick.
+    let tick_ms = 1000;
+    let rounded = if deliver_ms % tick_ms == 0 {
+        deliver_ms - tick_ms
+    } else {
+        deliver_ms / tick_ms * tick_ms
+    };
+    assert_eq!(handle.timestamp, (rounded + 1).to_string());
     assert_eq!(handle.message_id, "D0000000000000000000000000000001");
 
     let recall = |topic: &str, handle: &str| pb::RecallMessageRequest {

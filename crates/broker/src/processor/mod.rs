@@ -10,6 +10,7 @@ mod offset;
 mod pop;
 mod pull;
 mod query;
+mod recall;
 mod send;
 mod send_back;
 mod transaction;
@@ -86,6 +87,7 @@ pub(crate) fn router(inner: Arc<BrokerInner>) -> Router {
         (&[rc::LOCK_BATCH_MQ, rc::UNLOCK_BATCH_MQ], lock::handle),
         (&[rc::QUERY_MESSAGE, rc::VIEW_MESSAGE_BY_ID], query::handle),
         (&[rc::END_TRANSACTION], transaction::handle),
+        (&[rc::RECALL_MESSAGE], recall::handle),
         (admin::CODES, admin::handle),
         (pop::CODES, pop::handle),
     ];

@@ -92,6 +92,8 @@ struct Prepared {
     topic: String,
     /// The UNIQ_KEY echoed as `transactionId`.
     uniq_key: Option<String>,
+    /// A timer message's `recallHandle`.
+    recall_handle: Option<String>,
     /// `WAIT`: the producer wants the reply after the fsync (sync flush only).
     wait_store_ok: bool,
     /// The send auto-created its topic: the reply waits for the name servers to learn of it.
@@ -120,7 +122,7 @@ fn store(b: &Arc<BrokerInner>, mut p: Prepared) -> HandlerFuture {
         queue_offset: appended.queue_offset as i64,
         transaction_id: p.uniq_key,
         batch_uniq_id: None,
-        recall_handle: None,
+        recall_handle: p.recall_handle,
     };
     if b.store.flush_disk_type() != FlushDiskType::Sync || !p.wait_store_ok {
         return reply(
@@ -409,6 +411,7 @@ fn prepare_single(
     };
     props.insert(keys::CLUSTER, b.config.broker_cluster_name.as_str());
     let wait = wait_store_ok(&props);
+    let recall_handle = super::recall::send_recall_handle(&b.config.broker_name, &props, &uniq_key);
 
     let mut record = MessageRecord::new(topic, req.body.clone(), props.to_bytes());
     record.queue_id = record_queue_id;
@@ -432,6 +435,7 @@ fn prepare_single(
         count: 1,
         topic: std::mem::take(&mut record.topic),
         uniq_key: Some(uniq_key),
+        recall_handle,
         wait_store_ok: wait,
         created_topic,
     })
@@ -517,6 +521,7 @@ fn prepare_batch(
         count,
         topic: h.topic,
         uniq_key: batch_props.uniq_key().map(str::to_owned),
+        recall_handle: None,
         wait_store_ok: wait_store_ok(&batch_props),
         created_topic,
     })
