@@ -11,6 +11,7 @@ mod long_poll;
 mod offsets;
 mod pop;
 mod query;
+mod recall;
 mod register;
 mod reset_config;
 mod restart;
