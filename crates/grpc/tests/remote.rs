@@ -646,3 +646,85 @@ async fn a_broker_check_back_reaches_the_producer_on_telemetry_and_its_answer_co
     drop(outbound);
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_delay_message_recalled_through_the_proxy_is_never_delivered() {
+    let mut cluster = Cluster::start_with(|c| c.timer_precision_ms = 100).await;
+    cluster.create_topic("DelayR", "DELAY", 2).await;
+    let now_ms = apogee_broker::manager::now_ms();
+    let deliver_ms = now_ms + 1_500;
+    let delayed = |id: &str| {
+        let mut m = message("DelayR", id, pb::MessageType::Delay, None);
+        if let Some(sp) = m.system_properties.as_mut() {
+            sp.delivery_timestamp = Some(prost_types::Timestamp {
+                seconds: deliver_ms / 1000,
+                nanos: ((deliver_ms % 1000) * 1_000_000) as i32,
+            });
+        }
+        m
+    };
+    let recalled = send(&mut cluster, delayed("EE01")).await;
+    let kept = send(&mut cluster, delayed("EE02")).await;
+    assert!(!recalled.recall_handle.is_empty(), "{recalled:?}");
+    assert!(!kept.recall_handle.is_empty(), "{kept:?}");
+
+    let recall = |topic: &str, handle: &str| pb::RecallMessageRequest {
+        topic: resource(topic),
+        recall_handle: handle.into(),
+    };
+    let answer = cluster
+        .client
+        .recall_message(recall("DelayR", &recalled.recall_handle))
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    assert_eq!(answer.status.map(|s| s.code), Some(pb::Code::Ok as i32));
+    assert_eq!(answer.message_id, "EE01");
+    let bad = cluster
+        .client
+        .recall_message(recall("DelayR", "not a handle"))
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    assert_eq!(
+        bad.status.map(|s| s.code),
+        Some(pb::Code::BadRequest as i32)
+    );
+
+    let got = receive_until(&mut cluster, "DelayG", "DelayR", 1).await;
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), vec!["EE02"]);
+    // Both brokers' timers are past the tick: whatever was due has been delivered.
+    let deadline = Instant::now() + DEADLINE;
+    while !cluster.brokers.iter().all(|b| {
+        b.timer_stats()
+            .is_some_and(|s| (s.cursor_tick + 1) * 100 > deliver_ms)
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "the timers never passed the tick"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(receive(&mut cluster, "DelayG", "DelayR", 30_000, 200)
+        .await
+        .is_empty());
+    let cancelled: u64 = cluster
+        .brokers
+        .iter()
+        .filter_map(|b| b.timer_stats())
+        .map(|s| s.cancelled)
+        .sum();
+    assert_eq!(cancelled, 1);
+
+    // Delivered: too late to recall, refused by the broker that held it.
+    let late = cluster
+        .client
+        .recall_message(recall("DelayR", &kept.recall_handle))
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    let status = late.status.expect("status");
+    assert_eq!(status.code, pb::Code::BadRequest as i32);
+    assert!(status.message.contains("timestamp invalid"), "{status:?}");
+    cluster.stop().await;
+}
