@@ -160,7 +160,7 @@ mod tests {
     fn props(pairs: &[(&str, &str)]) -> MessageProperties {
         let mut p = MessageProperties::new();
         for (k, v) in pairs {
-            p.insert(k, *v);
+            p.insert(*k, *v);
         }
         p
     }

@@ -106,7 +106,7 @@ fn base64_url_encode(bytes: &[u8]) -> String {
 fn base64_url_decode(text: &str) -> Option<Vec<u8>> {
     let trimmed = text.trim_end_matches('=');
     let padding = text.len() - trimmed.len();
-    if padding > 2 || trimmed.len() % 4 == 1 || (padding > 0 && text.len() % 4 != 0) {
+    if padding > 2 || trimmed.len() % 4 == 1 || (padding > 0 && !text.len().is_multiple_of(4)) {
         return None;
     }
     let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
