@@ -120,6 +120,11 @@ impl Renewals {
             .map_or_else(|| handle.to_owned(), |t| t.current)
     }
 
+    /// The latest handle of `key`, if it is tracked.
+    pub fn current(&self, key: &Key) -> Option<String> {
+        self.lock().get(key).map(|t| t.current.clone())
+    }
+
     /// Stops renewing everything of `client_id`; returns what was tracked.
     pub fn drop_client(&self, client_id: &str) -> Vec<Tracked> {
         let mut table = self.lock();
