@@ -211,3 +211,58 @@ pub(super) async fn release(inner: &Inner, client_id: &str) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracked(renewal: &Renewal) -> Key {
+        assert!(renewal.table.track(
+            "c1",
+            "G",
+            "T",
+            "h1",
+            Duration::from_secs(30),
+            Instant::now(),
+            16
+        ));
+        ("G".to_owned(), "h1".to_owned())
+    }
+
+    #[tokio::test]
+    async fn an_ack_during_a_renewal_call_waits_for_it_and_gets_the_new_handle() {
+        let renewal = Arc::new(Renewal::default());
+        let key = tracked(&renewal);
+        assert!(renewal.begin(&key, "h1"));
+        let waiting = {
+            let renewal = renewal.clone();
+            tokio::spawn(async move { renewal.take("G", "h1", Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "the ack waits for the call");
+        renewal
+            .table
+            .renewed(&key, "h1", "h1'".into(), Instant::now());
+        renewal.end(&key);
+        assert_eq!(waiting.await.expect("joined"), "h1'");
+        assert!(renewal.table.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ack_waits_no_longer_than_its_bound_for_a_stuck_call() {
+        let renewal = Renewal::default();
+        let key = tracked(&renewal);
+        assert!(renewal.begin(&key, "h1"));
+        assert_eq!(renewal.take("G", "h1", Duration::from_secs(3)).await, "h1");
+        assert!(renewal.table.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_handle_acked_before_its_renewal_starts_is_not_renewed() {
+        let renewal = Renewal::default();
+        let key = tracked(&renewal);
+        assert_eq!(renewal.take("G", "h1", Duration::ZERO).await, "h1");
+        assert!(!renewal.begin(&key, "h1"));
+        assert!(lock(&renewal.busy).is_empty());
+    }
+}
