@@ -24,6 +24,7 @@ pub mod error;
 pub mod local;
 pub mod metadata;
 pub mod remote;
+pub mod renew;
 pub mod server;
 pub mod service;
 pub mod session;

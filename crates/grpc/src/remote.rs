@@ -20,6 +20,10 @@
 //!   its Telemetry stream, and its EndTransaction (source SERVER_CHECK) goes back to the broker.
 //! - SendMessage returns the broker's recall handle of a timer message; RecallMessage sends
 //!   RECALL_MESSAGE to the master of the broker the handle names.
+//! - Push consumers' receipt handles (ReceiveMessage with `auto_renew`) are renewed with
+//!   CHANGE_MESSAGE_INVISIBLETIME until acked (see [`renew`]).
+
+mod renew;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
@@ -151,6 +155,8 @@ struct Inner {
     receive_index: AtomicUsize,
     registrations: Mutex<Registrations>,
     heartbeat_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Push consumers' receipt handles being renewed.
+    renewal: renew::Renewal,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -351,6 +357,7 @@ impl RemoteBackend {
                 receive_index: AtomicUsize::new(0),
                 registrations: Mutex::new(Registrations::default()),
                 heartbeat_task: Mutex::new(None),
+                renewal: renew::Renewal::default(),
                 config,
             }
         });
@@ -386,12 +393,24 @@ impl RemoteBackend {
         self.inner.endpoints()
     }
 
+    /// Changes how push consumers' receipt handles are renewed (before the first receive).
+    pub fn with_renewal(self, config: crate::renew::RenewConfig) -> Self {
+        self.inner.renewal.set_config(config);
+        self
+    }
+
+    /// Receipt handles being renewed right now.
+    pub fn renewing(&self) -> usize {
+        self.inner.renewal.len()
+    }
+
     /// Stops the heartbeat loop, unregisters the proxy's groups from the brokers and closes
     /// the connections.
     pub async fn shutdown(&self) {
         if let Some(task) = lock(&self.inner.heartbeat_task).take() {
             task.abort();
         }
+        self.inner.renewal.stop();
         let (producers, consumers) = {
             let r = lock(&self.inner.registrations);
             (r.producer_groups(), r.consumer_groups())
@@ -1083,11 +1102,12 @@ impl MessagingBackend for RemoteBackend {
 
     async fn receive_message(
         &self,
-        _ctx: &RequestContext,
+        ctx: &RequestContext,
         request: pb::ReceiveMessageRequest,
     ) -> RpcResult<BackendStream<pb::ReceiveMessageResponse>> {
         use pb::receive_message_response::Content;
-        let mut pop = pop_request(request, crate::convert::AUTO_RENEW_INVISIBLE_MS)?;
+        let auto_renew = request.auto_renew;
+        let mut pop = pop_request(request, self.inner.renewal.invisible_ms())?;
         pop.fifo = self
             .inner
             .group_config(&pop.group)
@@ -1129,6 +1149,11 @@ impl MessagingBackend for RemoteBackend {
                 for p in &popped {
                     messages.push(popped_to_pb(p)?);
                 }
+                if let Some(client_id) = ctx.client_id().filter(|_| auto_renew) {
+                    let inner = Arc::downgrade(&self.inner);
+                    let renewal = &self.inner.renewal;
+                    renewal.track(inner, client_id, &pop.group, &pop.topic, &popped);
+                }
                 items.push(pb::ReceiveMessageResponse {
                     content: Some(Content::Status(ok())),
                 });
@@ -1161,7 +1186,11 @@ impl MessagingBackend for RemoteBackend {
         }
         let mut entries = Vec::with_capacity(request.entries.len());
         for entry in &request.entries {
-            let outcome = self.inner.ack(group, topic, &entry.receipt_handle).await;
+            let handle = self
+                .inner
+                .renewed_handle(group, &entry.receipt_handle)
+                .await;
+            let outcome = self.inner.ack(group, topic, &handle).await;
             entries.push(pb::AckMessageResultEntry {
                 message_id: entry.message_id.clone(),
                 receipt_handle: entry.receipt_handle.clone(),
@@ -1186,7 +1215,11 @@ impl MessagingBackend for RemoteBackend {
     ) -> RpcResult<pb::ForwardMessageToDeadLetterQueueResponse> {
         let group = required_name(&request.group, "group")?.to_owned();
         let topic = required_name(&request.topic, "topic")?.to_owned();
-        let handle = parse_handle(&request.receipt_handle)?;
+        let current = self
+            .inner
+            .renewed_handle(&group, &request.receipt_handle)
+            .await;
+        let handle = parse_handle(&current)?;
         let commit_log_offset = handle.commit_log_offset.ok_or_else(|| {
             RpcError::new(
                 pb::Code::InvalidReceiptHandle,
@@ -1214,9 +1247,7 @@ impl MessagingBackend for RemoteBackend {
         if response.code != rc::SUCCESS {
             return Err(broker_error(&response));
         }
-        self.inner
-            .ack(&group, &topic, &request.receipt_handle)
-            .await?;
+        self.inner.ack(&group, &topic, &current).await?;
         Ok(pb::ForwardMessageToDeadLetterQueueResponse { status: Some(ok()) })
     }
 
@@ -1227,7 +1258,7 @@ impl MessagingBackend for RemoteBackend {
     ) -> RpcResult<pb::ChangeInvisibleDurationResponse> {
         let group = required_name(&request.group, "group")?;
         let topic = required_name(&request.topic, "topic")?;
-        let handle = parse_handle(&request.receipt_handle)?;
+        parse_handle(&request.receipt_handle)?;
         let invisible_ms = request
             .invisible_duration
             .as_ref()
@@ -1239,39 +1270,17 @@ impl MessagingBackend for RemoteBackend {
                 )
             })?;
         check_invisible_ms(invisible_ms)?;
-        let addr = self.inner.master(&handle.broker_name, topic).await?;
-        let header = ChangeInvisibleTimeRequestHeader {
-            consumer_group: group.to_owned(),
-            topic: topic.to_owned(),
-            queue_id: handle.queue_id,
-            extra_info: request.receipt_handle.clone(),
-            offset: handle.queue_offset.unwrap_or_default(),
-            invisible_time: invisible_ms,
-        };
-        let response = self
+        let current = self
             .inner
-            .call(
-                &addr,
-                RemotingCommand::request_with_header(
-                    request_code::CHANGE_MESSAGE_INVISIBLETIME,
-                    &header,
-                ),
-                self.inner.timeout(),
-            )
+            .renewed_handle(group, &request.receipt_handle)
+            .await;
+        let receipt_handle = self
+            .inner
+            .change_invisible(group, topic, &current, invisible_ms)
             .await?;
-        if response.code != rc::SUCCESS {
-            return Err(handle_error(&response));
-        }
-        let h: ChangeInvisibleTimeResponseHeader = decode(&response)?;
-        let changed = ReceiptHandle {
-            pop_time_ms: h.pop_time,
-            invisible_ms: h.invisible_time,
-            revive_qid: h.revive_qid,
-            ..handle
-        };
         Ok(pb::ChangeInvisibleDurationResponse {
             status: Some(ok()),
-            receipt_handle: changed.encode(),
+            receipt_handle,
         })
     }
 
@@ -1671,6 +1680,7 @@ impl MessagingBackend for RemoteBackend {
         _session: Option<&ClientSession>,
         _reason: OfflineReason,
     ) {
+        renew::release(&self.inner, client_id).await;
         let (gone_producers, gone_consumer) = {
             let mut r = lock(&self.inner.registrations);
             let before = r.producer_groups();
@@ -1713,6 +1723,56 @@ impl Inner {
         } else {
             Err(handle_error(&response))
         }
+    }
+}
+
+impl Inner {
+    /// The handle to use for a message the client names by `handle`: its latest renewal's,
+    /// once any renewal call under way is over. Stops renewing it.
+    async fn renewed_handle(&self, group: &str, handle: &str) -> String {
+        self.renewal.take(group, handle, self.timeout()).await
+    }
+
+    /// CHANGE_MESSAGE_INVISIBLETIME to the broker named in `receipt_handle`; returns the new
+    /// handle.
+    async fn change_invisible(
+        &self,
+        group: &str,
+        topic: &str,
+        receipt_handle: &str,
+        invisible_ms: i64,
+    ) -> RpcResult<String> {
+        let handle = parse_handle(receipt_handle)?;
+        let addr = self.master(&handle.broker_name, topic).await?;
+        let header = ChangeInvisibleTimeRequestHeader {
+            consumer_group: group.to_owned(),
+            topic: topic.to_owned(),
+            queue_id: handle.queue_id,
+            extra_info: receipt_handle.to_owned(),
+            offset: handle.queue_offset.unwrap_or_default(),
+            invisible_time: invisible_ms,
+        };
+        let response = self
+            .call(
+                &addr,
+                RemotingCommand::request_with_header(
+                    request_code::CHANGE_MESSAGE_INVISIBLETIME,
+                    &header,
+                ),
+                self.timeout(),
+            )
+            .await?;
+        if response.code != rc::SUCCESS {
+            return Err(handle_error(&response));
+        }
+        let h: ChangeInvisibleTimeResponseHeader = decode(&response)?;
+        let changed = ReceiptHandle {
+            pop_time_ms: h.pop_time,
+            invisible_ms: h.invisible_time,
+            revive_qid: h.revive_qid,
+            ..handle
+        };
+        Ok(changed.encode())
     }
 }
 

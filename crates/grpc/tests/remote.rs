@@ -6,9 +6,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use apogee_broker::local::LocalPull;
 use apogee_broker::{Broker, BrokerConfig, BrokerHandle, StoreOptions};
 use apogee_grpc::pb;
 use apogee_grpc::pb::messaging_service_client::MessagingServiceClient;
+use apogee_grpc::renew::RenewConfig;
 use apogee_grpc::SessionRegistry;
 use apogee_grpc::{GrpcConfig, GrpcServer, GrpcServerHandle, RemoteBackend, RemoteConfig};
 use apogee_namesrv::{NameServer, NameServerHandle, NamesrvConfig};
@@ -42,6 +44,14 @@ impl Cluster {
     }
 
     async fn start_with(tune: impl Fn(&mut BrokerConfig)) -> Cluster {
+        Self::start_full(tune, RenewConfig::default()).await
+    }
+
+    async fn start_renewing(renew: RenewConfig) -> Cluster {
+        Self::start_full(|_| {}, renew).await
+    }
+
+    async fn start_full(tune: impl Fn(&mut BrokerConfig), renew: RenewConfig) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let ns = NameServer::start(NamesrvConfig {
             listen_addr: "127.0.0.1:0".into(),
@@ -76,7 +86,7 @@ impl Cluster {
         let mut config =
             RemoteConfig::new(vec![ns_addr.clone()], SocketAddr::from(([127, 0, 0, 1], 0)));
         config.route_ttl = Duration::from_millis(200);
-        let backend = RemoteBackend::new(config, sessions.clone());
+        let backend = RemoteBackend::new(config, sessions.clone()).with_renewal(renew);
         let grpc = GrpcServer::start_with_sessions(
             GrpcConfig {
                 listen_addr: "127.0.0.1:0".into(),
@@ -726,5 +736,398 @@ async fn a_delay_message_recalled_through_the_proxy_is_never_delivered() {
     let status = late.status.expect("status");
     assert_eq!(status.code, pb::Code::BadRequest as i32);
     assert!(status.message.contains("timestamp invalid"), "{status:?}");
+    cluster.stop().await;
+}
+
+/// A receive as `client_id` in group `group`: a push consumer's (auto renew, no invisible time)
+/// when `invisible_ms` is `None`, else a simple consumer's.
+async fn receive_as(
+    cluster: &mut Cluster,
+    client_id: &str,
+    group: &str,
+    topic: &str,
+    invisible_ms: Option<u64>,
+    poll_ms: u64,
+) -> Vec<pb::Message> {
+    use pb::receive_message_response::Content;
+    let mut request = tonic::Request::new(pb::ReceiveMessageRequest {
+        group: resource(group),
+        message_queue: Some(pb::MessageQueue {
+            topic: resource(topic),
+            ..Default::default()
+        }),
+        filter_expression: Some(pb::FilterExpression {
+            r#type: pb::FilterType::Tag as i32,
+            expression: "*".into(),
+        }),
+        batch_size: 16,
+        invisible_duration: invisible_ms.map(duration),
+        auto_renew: invisible_ms.is_none(),
+        long_polling_timeout: Some(duration(poll_ms)),
+        attempt_id: None,
+    });
+    request
+        .metadata_mut()
+        .insert("x-mq-client-id", client_id.parse().expect("ascii"));
+    let mut stream = cluster
+        .client
+        .receive_message(request)
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    let mut messages = Vec::new();
+    while let Some(item) = stream.message().await.expect("stream ok") {
+        if let Some(Content::Message(m)) = item.content {
+            messages.push(m);
+        }
+    }
+    messages
+}
+
+/// Receives as `client_id` until something arrives (a long poll reaches one broker at a time).
+async fn receive_first(
+    cluster: &mut Cluster,
+    client_id: &str,
+    group: &str,
+    topic: &str,
+    invisible_ms: Option<u64>,
+) -> Vec<pb::Message> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let got = receive_as(cluster, client_id, group, topic, invisible_ms, 500).await;
+        if !got.is_empty() {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "nothing arrived");
+    }
+}
+
+/// Receives as a simple consumer for `window`; returns everything that arrived.
+async fn receive_during(
+    cluster: &mut Cluster,
+    group: &str,
+    topic: &str,
+    window: Duration,
+) -> Vec<pb::Message> {
+    let until = Instant::now() + window;
+    let mut out = Vec::new();
+    while Instant::now() < until {
+        out.extend(receive_as(cluster, "simple-1", group, topic, Some(10_000), 200).await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_push_consumers_message_stays_invisible_until_acked_with_its_original_handle() {
+    let mut cluster = Cluster::start_renewing(RenewConfig {
+        invisible: Duration::from_millis(1_000),
+        period: Duration::from_millis(100),
+        ahead: Duration::from_millis(600),
+        slice: Duration::from_millis(1_000),
+        ..RenewConfig::default()
+    })
+    .await;
+    cluster.create_topic("PushT", "NORMAL", 1).await;
+    send(
+        &mut cluster,
+        message("PushT", "F001", pb::MessageType::Normal, None),
+    )
+    .await;
+    let got = receive_first(&mut cluster, "push-1", "PushG", "PushT", None).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(cluster.backend.renewing(), 1);
+
+    // Unrenewed, it would be visible again after 1 s.
+    let other = receive_during(&mut cluster, "PushG", "PushT", Duration::from_millis(2_500)).await;
+    assert!(
+        other.is_empty(),
+        "renewed messages stay invisible: {other:?}"
+    );
+    assert_eq!(cluster.backend.renewing(), 1);
+
+    // The client acks with the handle it was given; the proxy uses the latest renewal's.
+    ack(&mut cluster, "PushG", "PushT", &[&got[0]]).await;
+    assert_eq!(cluster.backend.renewing(), 0);
+    let after = receive_during(&mut cluster, "PushG", "PushT", Duration::from_millis(2_000)).await;
+    assert!(
+        after.is_empty(),
+        "an acked message never returns: {after:?}"
+    );
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn a_terminated_push_consumers_messages_come_back_soon() {
+    let mut cluster = Cluster::start_renewing(RenewConfig {
+        clear: Duration::from_millis(200),
+        ..RenewConfig::default()
+    })
+    .await;
+    cluster.create_topic("PushGone", "NORMAL", 1).await;
+    send(
+        &mut cluster,
+        message("PushGone", "F002", pb::MessageType::Normal, None),
+    )
+    .await;
+    let got = receive_first(&mut cluster, "push-2", "PushGoneG", "PushGone", None).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(cluster.backend.renewing(), 1);
+
+    let mut bye = tonic::Request::new(pb::NotifyClientTerminationRequest {
+        group: resource("PushGoneG"),
+    });
+    bye.metadata_mut()
+        .insert("x-mq-client-id", "push-2".parse().expect("ascii"));
+    cluster
+        .client
+        .notify_client_termination(bye)
+        .await
+        .expect("rpc ok");
+    assert_eq!(cluster.backend.renewing(), 0);
+
+    // Its invisible time was 30 s; released, it is delivered again well before (DEADLINE is 20 s).
+    let again = receive_first(
+        &mut cluster,
+        "simple-2",
+        "PushGoneG",
+        "PushGone",
+        Some(10_000),
+    )
+    .await;
+    assert_eq!(again.len(), 1);
+    let sp = again[0].system_properties.as_ref().expect("sp");
+    assert_eq!(sp.message_id, "F002");
+    assert_eq!(sp.delivery_attempt, Some(2));
+    cluster.stop().await;
+}
+
+async fn query_offset(
+    cluster: &mut Cluster,
+    queue: &pb::MessageQueue,
+    policy: pb::QueryOffsetPolicy,
+) -> i64 {
+    let response = cluster
+        .client
+        .query_offset(pb::QueryOffsetRequest {
+            message_queue: Some(queue.clone()),
+            query_offset_policy: policy as i32,
+            timestamp: None,
+        })
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    assert_eq!(response.status.map(|s| s.code), Some(20000));
+    response.offset
+}
+
+async fn get_offset(cluster: &mut Cluster, group: &str, queue: &pb::MessageQueue) -> pb::Status {
+    let response = cluster
+        .client
+        .get_offset(pb::GetOffsetRequest {
+            group: resource(group),
+            message_queue: Some(queue.clone()),
+        })
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    let mut status = response.status.expect("status");
+    if status.code == pb::Code::Ok as i32 {
+        status.message = response.offset.to_string();
+    }
+    status
+}
+
+/// Pulls `queue` from `offset`: (head status code, message ids, next offset).
+async fn pull(
+    cluster: &mut Cluster,
+    group: &str,
+    queue: &pb::MessageQueue,
+    offset: i64,
+) -> (i32, Vec<String>, i64) {
+    use pb::pull_message_response::Content;
+    let mut stream = cluster
+        .client
+        .pull_message(pb::PullMessageRequest {
+            group: resource(group),
+            message_queue: Some(queue.clone()),
+            offset,
+            batch_size: 32,
+            filter_expression: Some(pb::FilterExpression {
+                r#type: pb::FilterType::Tag as i32,
+                expression: "*".into(),
+            }),
+            long_polling_timeout: Some(duration(0)),
+        })
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    let (mut code, mut ids, mut next) = (None, Vec::new(), None);
+    while let Some(item) = stream.message().await.expect("stream ok") {
+        match item.content.expect("content") {
+            Content::Status(s) => code = Some(s.code),
+            Content::Message(m) => ids.push(m.system_properties.expect("sp").message_id),
+            Content::NextOffset(n) => next = Some(n),
+        }
+    }
+    (code.expect("a status"), ids, next.expect("a next offset"))
+}
+
+#[tokio::test]
+async fn assignments_list_both_brokers_and_pull_walks_each_queue_with_stored_offsets() {
+    let mut cluster = Cluster::start().await;
+    cluster.create_topic("PullT", "NORMAL", 1).await;
+    let assigned = cluster
+        .client
+        .query_assignment(pb::QueryAssignmentRequest {
+            topic: resource("PullT"),
+            group: resource("PullG"),
+            endpoints: None,
+        })
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    assert_eq!(assigned.status.map(|s| s.code), Some(20000));
+    let queues: Vec<pb::MessageQueue> = assigned
+        .assignments
+        .into_iter()
+        .map(|a| a.message_queue.expect("queue"))
+        .collect();
+    let brokers: BTreeSet<String> = queues
+        .iter()
+        .map(|q| q.broker.as_ref().expect("broker").name.clone())
+        .collect();
+    assert_eq!(
+        brokers,
+        BTreeSet::from(["broker-a".to_owned(), "broker-b".to_owned()])
+    );
+    assert_eq!(queues.len(), 2);
+    let port = i32::from(cluster.grpc.local_addr().port());
+    for q in &queues {
+        let endpoints = q.broker.as_ref().and_then(|b| b.endpoints.as_ref());
+        assert_eq!(endpoints.expect("endpoints").addresses[0].port, port);
+    }
+
+    // Four sends rotate over the two queues.
+    let ids: Vec<String> = (1..=4).map(|i| format!("PA0{i}")).collect();
+    for id in &ids {
+        send(
+            &mut cluster,
+            message("PullT", id, pb::MessageType::Normal, None),
+        )
+        .await;
+    }
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let mut total = 0;
+        for q in &queues {
+            total += query_offset(&mut cluster, q, pb::QueryOffsetPolicy::End).await;
+        }
+        if total == ids.len() as i64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {total} messages stored");
+    }
+
+    let mut pulled = BTreeSet::new();
+    for q in &queues {
+        assert_eq!(
+            query_offset(&mut cluster, q, pb::QueryOffsetPolicy::Beginning).await,
+            0
+        );
+        let end = query_offset(&mut cluster, q, pb::QueryOffsetPolicy::End).await;
+        assert_eq!(
+            get_offset(&mut cluster, "PullG", q).await.code,
+            pb::Code::OffsetNotFound as i32,
+            "no offset stored yet"
+        );
+        let (code, got, next) = pull(&mut cluster, "PullG", q, 0).await;
+        assert_eq!(code, 20000);
+        assert_eq!(got.len() as i64, end);
+        assert_eq!(next, end);
+        pulled.extend(got);
+        let (code, got, next) = pull(&mut cluster, "PullG", q, end).await;
+        assert_eq!(code, pb::Code::MessageNotFound as i32);
+        assert!(got.is_empty());
+        assert_eq!(next, end);
+
+        let updated = cluster
+            .client
+            .update_offset(pb::UpdateOffsetRequest {
+                group: resource("PullG"),
+                message_queue: Some(q.clone()),
+                offset: next,
+            })
+            .await
+            .expect("rpc ok")
+            .into_inner();
+        assert_eq!(updated.status.map(|s| s.code), Some(20000));
+        let stored = get_offset(&mut cluster, "PullG", q).await;
+        assert_eq!(stored.code, 20000, "{stored:?}");
+        assert_eq!(stored.message, next.to_string());
+    }
+    assert_eq!(pulled, ids.iter().cloned().collect::<BTreeSet<_>>());
+    cluster.stop().await;
+}
+
+#[tokio::test]
+async fn forward_to_dead_letter_queue_stores_the_message_in_the_group_dlq_on_its_broker() {
+    let mut cluster = Cluster::start().await;
+    cluster.create_topic("DlqT", "NORMAL", 1).await;
+    send(
+        &mut cluster,
+        message("DlqT", "DE01", pb::MessageType::Normal, None),
+    )
+    .await;
+    let got = receive_first(&mut cluster, "simple-3", "DlqG", "DlqT", Some(1_000)).await;
+    assert_eq!(got.len(), 1);
+    let receipt_handle = handle(&got[0]);
+    let forwarded = cluster
+        .client
+        .forward_message_to_dead_letter_queue(pb::ForwardMessageToDeadLetterQueueRequest {
+            group: resource("DlqG"),
+            topic: resource("DlqT"),
+            receipt_handle: receipt_handle.clone(),
+            message_id: "DE01".into(),
+            delivery_attempt: 1,
+            max_delivery_attempts: 17,
+            lite_topic: None,
+        })
+        .await
+        .expect("rpc ok")
+        .into_inner();
+    assert_eq!(forwarded.status.map(|s| s.code), Some(20000));
+
+    let index = match broker_of_handle(&receipt_handle).as_str() {
+        "broker-a" => 0,
+        _ => 1,
+    };
+    let services = cluster.brokers[index].services();
+    let deadline = Instant::now() + DEADLINE;
+    let dlq = loop {
+        let pulled = services
+            .pull(LocalPull {
+                group: "dlq-reader".into(),
+                topic: "%DLQ%DlqG".into(),
+                queue_id: 0,
+                offset: 0,
+                max_messages: 8,
+                expression_type: "TAG".into(),
+                expression: "*".into(),
+                peer: None,
+            })
+            .await;
+        if let Ok(p) = pulled {
+            if !p.messages.is_empty() {
+                break p.messages;
+            }
+        }
+        assert!(Instant::now() < deadline, "nothing in %DLQ%DlqG");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(dlq.len(), 1);
+    assert_eq!(dlq[0].properties_map().uniq_key(), Some("DE01"));
+    // Acked: it does not come back once its 1 s invisible time is over.
+    let again = receive_during(&mut cluster, "DlqG", "DlqT", Duration::from_millis(2_000)).await;
+    assert!(again.is_empty(), "{again:?}");
     cluster.stop().await;
 }
