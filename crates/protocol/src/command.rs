@@ -167,7 +167,7 @@ impl ExtFields {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| key_eq(k, key))
             .map(|(_, v)| v.as_str())
     }
 
@@ -175,7 +175,7 @@ impl ExtFields {
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
         let key = key.into();
         let value = value.into();
-        if let Some(slot) = self.entries.iter_mut().find(|(k, _)| *k == key) {
+        if let Some(slot) = self.entries.iter_mut().find(|(k, _)| key_eq(k, &key)) {
             slot.1 = value;
         } else {
             self.entries.push((Cow::Owned(key), value));
@@ -185,7 +185,7 @@ impl ExtFields {
     /// [`insert`](Self::insert) for a key known at compile time (typed headers): the key is not
     /// copied.
     pub fn insert_static(&mut self, key: &'static str, value: String) {
-        if let Some(slot) = self.entries.iter_mut().find(|(k, _)| k == key) {
+        if let Some(slot) = self.entries.iter_mut().find(|(k, _)| key_eq(k, key)) {
             slot.1 = value;
         } else {
             self.entries.push((Cow::Borrowed(key), value));
@@ -193,7 +193,7 @@ impl ExtFields {
     }
 
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let pos = self.entries.iter().position(|(k, _)| k == key)?;
+        let pos = self.entries.iter().position(|(k, _)| key_eq(k, key))?;
         Some(self.entries.remove(pos).1)
     }
 
@@ -217,6 +217,13 @@ impl ExtFields {
     fn push_unchecked(&mut self, key: String, value: String) {
         self.entries.push((Cow::Owned(key), value));
     }
+}
+
+/// Key equality without a `memcmp` call: keys are a few bytes long and compared often (every
+/// typed header looks each of its fields up).
+#[inline]
+fn key_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for ExtFields {
@@ -626,31 +633,33 @@ fn put_int(dst: &mut BytesMut, v: i64) {
 /// JSON string escaping as fastjson does it: control characters as `\uXXXX`.
 pub(crate) fn put_json_string(dst: &mut BytesMut, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    dst.put_u8(b'"');
     let bytes = s.as_bytes();
-    let mut run_start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: Option<&[u8]> = match b {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0x00..=0x1f => None,
-            _ => continue,
+    dst.reserve(bytes.len() + 2);
+    dst.put_u8(b'"');
+    let mut i = 0;
+    loop {
+        let end = fast_json::find_special(bytes, i);
+        dst.extend_from_slice(&bytes[i..end]);
+        let Some(&b) = bytes.get(end) else {
+            break;
         };
-        dst.put_slice(&bytes[run_start..i]);
-        match escape {
-            Some(e) => dst.put_slice(e),
-            None => {
-                dst.put_slice(b"\\u00");
-                dst.put_u8(HEX[(b >> 4) as usize]);
-                dst.put_u8(HEX[(b & 0xf) as usize]);
-            }
+        match b {
+            b'"' => dst.extend_from_slice(b"\\\""),
+            b'\\' => dst.extend_from_slice(b"\\\\"),
+            b'\n' => dst.extend_from_slice(b"\\n"),
+            b'\r' => dst.extend_from_slice(b"\\r"),
+            b'\t' => dst.extend_from_slice(b"\\t"),
+            _ => dst.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]),
         }
-        run_start = i + 1;
+        i = end + 1;
     }
-    dst.put_slice(&bytes[run_start..]);
     dst.put_u8(b'"');
 }
 
@@ -1409,6 +1418,54 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// Byte-at-a-time escaping, as the encoder did before it scanned eight bytes at a time.
+    fn reference_json_string(s: &str) -> Vec<u8> {
+        let mut out = vec![b'"'];
+        for ch in s.chars() {
+            match ch {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                c if (c as u32) < 0x20 => {
+                    out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+                }
+                c => out.extend_from_slice(c.to_string().as_bytes()),
+            }
+        }
+        out.push(b'"');
+        out
+    }
+
+    #[test]
+    fn json_strings_are_escaped_like_fastjson_at_every_position() {
+        let mut texts: Vec<String> = (0u8..0x80).map(|b| (b as char).to_string()).collect();
+        for pad in 0..17 {
+            for special in ['"', '\\', '\u{1}', '\u{1f}', '\n', 'é', '😀', 'x'] {
+                let mut t = "a".repeat(pad);
+                t.push(special);
+                t.push_str(&"b".repeat(17 - pad));
+                texts.push(t);
+            }
+        }
+        texts.push("TAGS\u{1}TagA\u{2}KEYS\u{1}k1 k2\u{2}UNIQ_KEY\u{1}0A0000050F8A\u{2}".into());
+        texts.push(String::new());
+        for t in texts {
+            let mut buf = BytesMut::new();
+            put_json_string(&mut buf, &t);
+            assert_eq!(&buf[..], &reference_json_string(&t)[..], "{t:?}");
+            // And the reader gives the text back.
+            let mut header = b"{\"remark\":".to_vec();
+            header.extend_from_slice(&buf);
+            header.push(b'}');
+            assert_eq!(
+                fast_json::decode(&header).unwrap().remark.as_deref(),
+                Some(&t[..])
+            );
         }
     }
 }

@@ -83,6 +83,36 @@ pub(crate) fn handle(
 /// sends out after 3 s; a name server on the same network answers in milliseconds.
 const REGISTER_WAIT_MS: u64 = 1_000;
 
+/// Size of the per-thread buffer single-message records are encoded into.
+const RECORD_ARENA_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    static RECORD_ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// Runs `encode` on an empty buffer of at least `len` bytes carved from a per-thread arena: the
+/// record lives only until the store has copied it, so the arena's memory is taken back on a
+/// later call instead of one allocation per send.
+fn encode_in_arena<E>(
+    len: usize,
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<BytesMut, E> {
+    RECORD_ARENA.with(|cell| {
+        let mut arena = cell.borrow_mut();
+        arena.clear();
+        if !arena.try_reclaim(len) {
+            *arena = BytesMut::with_capacity(len.max(RECORD_ARENA_BYTES));
+        }
+        match encode(&mut arena) {
+            Ok(()) => Ok(arena.split()),
+            Err(e) => {
+                arena.clear();
+                Err(e)
+            }
+        }
+    })
+}
+
 /// Records ready to append, and what the response needs.
 struct Prepared {
     records: BytesMut,
@@ -422,9 +452,7 @@ fn prepare_single(
         // Stored in the half queue; the reply still names the real queue.
         transaction::make_half(&mut record, &mut props);
     }
-    let mut records = BytesMut::with_capacity(record.encoded_len());
-    record
-        .encode_into(&mut records)
+    let records = encode_in_arena(record.encoded_len(), |buf| record.encode_into(buf))
         .map_err(|e| respond(MESSAGE_ILLEGAL, format!("the message is illegal: {e}")))?;
     Ok(Prepared {
         records,

@@ -11,6 +11,32 @@ use bytes::Bytes;
 
 use super::{ExtFields, LanguageCode, RemotingCommand, SerializeType};
 
+/// Position of the first byte at or after `i` that a JSON string cannot hold as is (`"`, `\\` or a
+/// control character), or `b.len()`. Eight bytes at a time, then byte by byte.
+pub(super) fn find_special(b: &[u8], mut i: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    while let Some(c) = b.get(i..i + 8) {
+        let x = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        let quote = x ^ (LO * u64::from(b'"'));
+        let backslash = x ^ (LO * u64::from(b'\\'));
+        let hit = (quote.wrapping_sub(LO) & !quote)
+            | (backslash.wrapping_sub(LO) & !backslash)
+            | (x.wrapping_sub(LO * 0x20) & !x);
+        if hit & HI != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while let Some(&c) = b.get(i) {
+        if c == b'"' || c == b'\\' || c < 0x20 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
+
 struct Scan<'a> {
     b: &'a [u8],
     i: usize,
@@ -40,17 +66,15 @@ impl<'a> Scan<'a> {
     fn string(&mut self) -> Option<Cow<'a, str>> {
         self.eat(b'"')?;
         let start = self.i;
-        loop {
-            match *self.b.get(self.i)? {
-                b'"' => {
-                    let s = std::str::from_utf8(self.b.get(start..self.i)?).ok()?;
-                    self.i += 1;
-                    return Some(Cow::Borrowed(s));
-                }
-                b'\\' => return self.escaped_string(start).map(Cow::Owned),
-                0x00..=0x1f => return None,
-                _ => self.i += 1,
+        self.i = find_special(self.b, self.i);
+        match *self.b.get(self.i)? {
+            b'"' => {
+                let s = std::str::from_utf8(self.b.get(start..self.i)?).ok()?;
+                self.i += 1;
+                Some(Cow::Borrowed(s))
             }
+            b'\\' => self.escaped_string(start).map(Cow::Owned),
+            _ => None,
         }
     }
 
@@ -93,9 +117,10 @@ impl<'a> Scan<'a> {
                     out.push(c);
                 }
                 0x00..=0x1f => return None,
-                c => {
-                    out.push(c);
-                    self.i += 1;
+                _ => {
+                    let end = find_special(self.b, self.i);
+                    out.extend_from_slice(self.b.get(self.i..end)?);
+                    self.i = end;
                 }
             }
         }
