@@ -153,10 +153,7 @@ fn store(b: &Arc<BrokerInner>, mut p: Prepared) -> HandlerFuture {
         recall_handle: None,
     };
     if b.store.flush_disk_type() != FlushDiskType::Sync || !p.wait_store_ok {
-        return reply(
-            b,
-            RemotingCommand::response(SUCCESS, None).with_header(&header),
-        );
+        return reply(b, success_response(SUCCESS, &header));
     }
     let (tx, rx) = oneshot::channel();
     b.store.wait_durable(
@@ -174,11 +171,15 @@ fn store(b: &Arc<BrokerInner>, mut p: Prepared) -> HandlerFuture {
             Ok(Ok(true)) => SUCCESS,
             _ => FLUSH_DISK_TIMEOUT,
         };
-        Some(stamp(
-            &b,
-            RemotingCommand::response(code, None).with_header(&header),
-        ))
+        Some(stamp(&b, success_response(code, &header)))
     })
+}
+
+/// A stored-message response, with room for the header and the two fields `stamp` adds.
+fn success_response(code: i32, header: &SendMessageResponseHeader) -> RemotingCommand {
+    let mut response = RemotingCommand::response(code, None);
+    response.ext_fields = apogee_protocol::ExtFields::with_capacity(8);
+    response.with_header(header)
 }
 
 fn reply(b: &BrokerInner, response: RemotingCommand) -> HandlerFuture {

@@ -10,7 +10,7 @@ use apogee_protocol::header::{
 use apogee_protocol::message::batch::{encode_batch, encoded_batch_len, BatchEntry};
 use apogee_protocol::message::compression::CompressionType;
 use apogee_protocol::message::{keys, sysflag, MessageProperties};
-use apogee_protocol::RemotingCommand;
+use apogee_protocol::{ExtFields, RemotingCommand};
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{ClientError, Result};
@@ -272,6 +272,7 @@ pub fn build_send_request(
         born_timestamp_ms,
     );
     let mut request = RemotingCommand::request(p.request_code()).with_body(p.body.clone());
+    request.ext_fields = ExtFields::with_capacity(14);
     header.write_ext_fields_v2(&mut request.ext_fields);
     request
 }

@@ -168,8 +168,11 @@ impl<'a> Scan<'a> {
         loop {
             let k = self.string()?;
             self.eat(b':')?;
-            let v = self.string()?;
-            ext.insert(k.into_owned(), v.into_owned());
+            let v = self.string()?.into_owned();
+            match intern(&k) {
+                Some(key) => ext.insert_static(key, v),
+                None => ext.insert(k.into_owned(), v),
+            }
             match self.peek()? {
                 b',' => self.i += 1,
                 b'}' => {
@@ -180,6 +183,56 @@ impl<'a> Scan<'a> {
             }
         }
     }
+}
+
+/// The extFields keys of the requests and responses on the message path (send, pull), so that
+/// decoding them allocates no key.
+fn intern(key: &str) -> Option<&'static str> {
+    const KEYS: &[&str] = &[
+        // SEND_MESSAGE_V2 / SEND_BATCH_MESSAGE
+        "a",
+        "b",
+        "c",
+        "d",
+        "e",
+        "f",
+        "g",
+        "h",
+        "i",
+        "j",
+        "k",
+        "l",
+        "m",
+        "n",
+        // send response
+        "msgId",
+        "queueId",
+        "queueOffset",
+        "transactionId",
+        "MSG_REGION",
+        "TRACE_ON",
+        // pull request and response
+        "consumerGroup",
+        "topic",
+        "maxMsgNums",
+        "sysFlag",
+        "commitOffset",
+        "suspendTimeoutMillis",
+        "subscription",
+        "subVersion",
+        "expressionType",
+        "maxMsgBytes",
+        "suggestWhichBrokerId",
+        "nextBeginOffset",
+        "minOffset",
+        "maxOffset",
+        "topicSysFlag",
+        "groupSysFlag",
+        "bname",
+    ];
+    KEYS.iter()
+        .copied()
+        .find(|k| k.len() == key.len() && *k == key)
 }
 
 /// Decodes `header` if it has the usual shape; `None` sends the caller to the lenient reader.
