@@ -213,6 +213,11 @@ impl ExtFields {
         self.entries.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
     }
 
+    /// Appends a `'static` key the caller knows is not present yet.
+    fn push_static_unchecked(&mut self, key: &'static str, value: String) {
+        self.entries.push((Cow::Borrowed(key), value));
+    }
+
     /// Appends without checking for an existing key: for decoders that trust the peer's uniqueness.
     fn push_unchecked(&mut self, key: String, value: String) {
         self.entries.push((Cow::Owned(key), value));

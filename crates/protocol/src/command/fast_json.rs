@@ -100,11 +100,10 @@ impl<'a> Scan<'a> {
                         b'r' => b'\r',
                         b't' => b'\t',
                         b'u' => {
-                            let hex = std::str::from_utf8(self.b.get(self.i..self.i + 4)?).ok()?;
-                            if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
-                                return None;
+                            let mut code = 0u32;
+                            for &h in self.b.get(self.i..self.i + 4)? {
+                                code = (code << 4) | char::from(h).to_digit(16)?;
                             }
-                            let code = u32::from_str_radix(hex, 16).ok()?;
                             // Surrogate pairs are left to serde.
                             let ch = char::from_u32(code)?;
                             self.i += 4;
@@ -165,13 +164,20 @@ impl<'a> Scan<'a> {
             self.i += 1;
             return Some(ext);
         }
+        // A key whose (length, last byte) was not seen before cannot repeat an earlier one, and
+        // is appended without searching the keys so far.
+        let mut seen = 0u64;
         loop {
             let k = self.string()?;
             self.eat(b':')?;
             let v = self.string()?.into_owned();
-            match intern(&k) {
-                Some(key) => ext.insert_static(key, v),
-                None => ext.insert(k.into_owned(), v),
+            let bit = 1u64 << ((k.len() * 7 + usize::from(k.bytes().last().unwrap_or(0))) % 64);
+            let fresh = seen & bit == 0;
+            seen |= bit;
+            match (intern(&k), fresh) {
+                (Some(key), true) => ext.push_static_unchecked(key, v),
+                (Some(key), false) => ext.insert_static(key, v),
+                (None, _) => ext.insert(k.into_owned(), v),
             }
             match self.peek()? {
                 b',' => self.i += 1,
