@@ -194,22 +194,11 @@ impl<'a> Scan<'a> {
 /// The extFields keys of the requests and responses on the message path (send, pull), so that
 /// decoding them allocates no key.
 fn intern(key: &str) -> Option<&'static str> {
+    // SEND_MESSAGE_V2 / SEND_BATCH_MESSAGE
+    const LETTERS: [&str; 14] = [
+        "a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n",
+    ];
     const KEYS: &[&str] = &[
-        // SEND_MESSAGE_V2 / SEND_BATCH_MESSAGE
-        "a",
-        "b",
-        "c",
-        "d",
-        "e",
-        "f",
-        "g",
-        "h",
-        "i",
-        "j",
-        "k",
-        "l",
-        "m",
-        "n",
         // send response
         "msgId",
         "queueId",
@@ -236,9 +225,10 @@ fn intern(key: &str) -> Option<&'static str> {
         "groupSysFlag",
         "bname",
     ];
-    KEYS.iter()
-        .copied()
-        .find(|k| k.len() == key.len() && *k == key)
+    if let [c] = key.as_bytes() {
+        return LETTERS.get(usize::from(c.wrapping_sub(b'a'))).copied();
+    }
+    KEYS.iter().copied().find(|k| super::key_eq(k, key))
 }
 
 /// Decodes `header` if it has the usual shape; `None` sends the caller to the lenient reader.
