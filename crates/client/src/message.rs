@@ -2,6 +2,7 @@
 //! [`MessageExt`] a consumer gets back (decoded from a stored record, body decompressed), and
 //! the [`SendResult`] of a send.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -265,12 +266,20 @@ impl MessageExt {
     /// A compressed body is inflated (at most [`MAX_DECOMPRESSED_BODY_BYTES`]).
     pub fn decode(buf: &[u8]) -> Result<(Self, usize), ProtocolError> {
         let view = RecordView::parse(buf)?;
-        let msg = Self::from_view(&view)?;
+        let msg = Self::from_view(&view, None)?;
         Ok((msg, view.total_size()))
     }
 
-    fn from_view(view: &RecordView<'_>) -> Result<Self, ProtocolError> {
-        let body = decompress_body(view.body, view.sys_flag, MAX_DECOMPRESSED_BODY_BYTES)?;
+    /// `source` is the buffer `view` was parsed from, when the caller has it as `Bytes`: an
+    /// uncompressed body is then a slice of it instead of a copy.
+    fn from_view(view: &RecordView<'_>, source: Option<&Bytes>) -> Result<Self, ProtocolError> {
+        let body = match decompress_body(view.body, view.sys_flag, MAX_DECOMPRESSED_BODY_BYTES)? {
+            Cow::Borrowed(b) => match source {
+                Some(src) if !b.is_empty() => src.slice_ref(b),
+                _ => Bytes::copy_from_slice(b),
+            },
+            Cow::Owned(v) => Bytes::from(v),
+        };
         let mut sys_flag = view.sys_flag;
         if sysflag::is_compressed(sys_flag) {
             sys_flag = sysflag::clear_compressed_flag(sys_flag);
@@ -289,7 +298,7 @@ impl MessageExt {
         Ok(Self {
             topic: view.topic().into_owned(),
             flag: view.flag,
-            body: Bytes::copy_from_slice(&body),
+            body,
             broker_name: String::new(),
             queue_id: view.queue_id,
             store_size: i32::try_from(view.total_size()).unwrap_or(i32::MAX),
@@ -314,9 +323,19 @@ impl MessageExt {
     /// keeps the messages before the first record it cannot decode and reports that error
     /// alongside them instead of discarding everything.
     pub fn decode_all(body: &[u8]) -> (Vec<Self>, Option<ProtocolError>) {
+        Self::decode_records(body, None)
+    }
+
+    /// [`decode_all`](Self::decode_all) for a body held as `Bytes` (a pull answer): the messages'
+    /// uncompressed bodies share that buffer instead of being copied out of it.
+    pub fn decode_all_shared(body: &Bytes) -> (Vec<Self>, Option<ProtocolError>) {
+        Self::decode_records(body, Some(body))
+    }
+
+    fn decode_records(body: &[u8], source: Option<&Bytes>) -> (Vec<Self>, Option<ProtocolError>) {
         let mut out = Vec::new();
         for view in RecordView::iter(body) {
-            match view.and_then(|v| Self::from_view(&v)) {
+            match view.and_then(|v| Self::from_view(&v, source)) {
                 Ok(msg) => out.push(msg),
                 Err(e) => return (out, Some(e)),
             }
@@ -543,6 +562,32 @@ mod tests {
         let (some, err) = MessageExt::decode_all(&buf);
         assert_eq!(some.len(), 2);
         assert!(err.is_some());
+    }
+
+    #[test]
+    fn shared_decoding_slices_bodies_out_of_the_answer_and_matches_the_copying_decoder() {
+        let a = record(b"first body", 0, &MessageProperties::new())
+            .encode()
+            .unwrap();
+        let b = record(b"second", 0, &MessageProperties::new())
+            .encode()
+            .unwrap();
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&a);
+        buf.extend_from_slice(&b);
+        buf.extend_from_slice(&a[..20]);
+        let buf = Bytes::from(buf);
+        let (copied, e1) = MessageExt::decode_all(&buf);
+        let (shared, e2) = MessageExt::decode_all_shared(&buf);
+        assert_eq!(copied, shared);
+        assert_eq!(e1.is_some(), e2.is_some());
+        let range = buf.as_ptr_range();
+        for m in &shared {
+            assert!(
+                range.contains(&m.body.as_ptr()),
+                "body is a slice of the answer"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! newline); encoding is what the Java peers write. A response is encoded in the serialize type of
 //! the request it answers.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -14,6 +15,8 @@ use serde::Deserialize;
 
 use crate::error::{ProtocolError, Result};
 use crate::header::CommandHeader;
+
+mod fast_json;
 
 /// Default upper bound of a whole frame, length prefix included (RocketMQ's `frameMaxLength`).
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
@@ -144,10 +147,10 @@ impl LanguageCode {
 /// The custom header fields of a command, stringified, in insertion order.
 ///
 /// A small vector beats a hash map here: headers have at most a few dozen fields, and encoding wants
-/// a stable order.
+/// a stable order. Keys written by typed headers are `'static` and stored without allocating.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExtFields {
-    entries: Vec<(String, String)>,
+    entries: Vec<(Cow<'static, str>, String)>,
 }
 
 impl ExtFields {
@@ -164,7 +167,7 @@ impl ExtFields {
     pub fn get(&self, key: &str) -> Option<&str> {
         self.entries
             .iter()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| key_eq(k, key))
             .map(|(_, v)| v.as_str())
     }
 
@@ -172,15 +175,25 @@ impl ExtFields {
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
         let key = key.into();
         let value = value.into();
-        if let Some(slot) = self.entries.iter_mut().find(|(k, _)| *k == key) {
+        if let Some(slot) = self.entries.iter_mut().find(|(k, _)| key_eq(k, &key)) {
             slot.1 = value;
         } else {
-            self.entries.push((key, value));
+            self.entries.push((Cow::Owned(key), value));
+        }
+    }
+
+    /// [`insert`](Self::insert) for a key known at compile time (typed headers): the key is not
+    /// copied.
+    pub fn insert_static(&mut self, key: &'static str, value: String) {
+        if let Some(slot) = self.entries.iter_mut().find(|(k, _)| key_eq(k, key)) {
+            slot.1 = value;
+        } else {
+            self.entries.push((Cow::Borrowed(key), value));
         }
     }
 
     pub fn remove(&mut self, key: &str) -> Option<String> {
-        let pos = self.entries.iter().position(|(k, _)| k == key)?;
+        let pos = self.entries.iter().position(|(k, _)| key_eq(k, key))?;
         Some(self.entries.remove(pos).1)
     }
 
@@ -197,13 +210,25 @@ impl ExtFields {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries.iter().map(|(k, v)| (k.as_ref(), v.as_str()))
+    }
+
+    /// Appends a `'static` key the caller knows is not present yet.
+    fn push_static_unchecked(&mut self, key: &'static str, value: String) {
+        self.entries.push((Cow::Borrowed(key), value));
     }
 
     /// Appends without checking for an existing key: for decoders that trust the peer's uniqueness.
     fn push_unchecked(&mut self, key: String, value: String) {
-        self.entries.push((key, value));
+        self.entries.push((Cow::Owned(key), value));
     }
+}
+
+/// Key equality without a `memcmp` call: keys are a few bytes long and compared often (every
+/// typed header looks each of its fields up).
+#[inline]
+fn key_eq(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for ExtFields {
@@ -226,9 +251,14 @@ pub struct RemotingCommand {
     pub flag: i32,
     pub remark: Option<String>,
     pub ext_fields: ExtFields,
+    /// The body, or its first part when more parts follow (see [`RemotingCommand::with_body_chunks`]).
     pub body: Bytes,
     /// How the header was (or will be) serialized.
     pub serialize_type: SerializeType,
+    /// Body parts that follow `body` on the wire, kept apart so that a reply made of stored
+    /// records can be written without copying them into one buffer. Always empty in a decoded
+    /// command.
+    body_tail: Box<[Bytes]>,
 }
 
 impl fmt::Debug for RemotingCommand {
@@ -241,7 +271,7 @@ impl fmt::Debug for RemotingCommand {
             .field("flag", &self.flag)
             .field("remark", &self.remark)
             .field("ext_fields", &self.ext_fields)
-            .field("body_len", &self.body.len())
+            .field("body_len", &self.body_len())
             .field("serialize_type", &self.serialize_type)
             .finish()
     }
@@ -259,6 +289,7 @@ impl Default for RemotingCommand {
             ext_fields: ExtFields::new(),
             body: Bytes::new(),
             serialize_type: SerializeType::Json,
+            body_tail: Box::default(),
         }
     }
 }
@@ -305,7 +336,54 @@ impl RemotingCommand {
 
     pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
+        self.body_tail = Box::default();
         self
+    }
+
+    /// Sets the body to the concatenation of `chunks` without copying them: the frame encodes
+    /// exactly as if the chunks were one contiguous body, and a transport can write them with a
+    /// vectored write. Code that reads `body` directly sees only the first chunk; such readers
+    /// (in-process callers of a handler) call [`make_body_contiguous`](Self::make_body_contiguous)
+    /// first.
+    pub fn with_body_chunks(mut self, chunks: Vec<Bytes>) -> Self {
+        let mut chunks = chunks;
+        chunks.retain(|c| !c.is_empty());
+        if chunks.len() <= 1 {
+            self.body = chunks.pop().unwrap_or_default();
+            self.body_tail = Box::default();
+        } else {
+            self.body = Bytes::new();
+            self.body_tail = chunks.into_boxed_slice();
+        }
+        self
+    }
+
+    /// The body's length in bytes, all chunks included.
+    pub fn body_len(&self) -> usize {
+        self.body.len() + self.body_tail.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// The body's parts in wire order (`body`, then any further chunks); empty parts included.
+    pub fn body_chunks(&self) -> impl Iterator<Item = &Bytes> {
+        std::iter::once(&self.body).chain(self.body_tail.iter())
+    }
+
+    /// Whether the body is held as more than one part.
+    pub fn is_body_chunked(&self) -> bool {
+        !self.body_tail.is_empty()
+    }
+
+    /// Joins a chunked body into `body` (one copy); a no-op for a contiguous body.
+    pub fn make_body_contiguous(&mut self) {
+        if self.body_tail.is_empty() {
+            return;
+        }
+        let mut joined = BytesMut::with_capacity(self.body_len());
+        for chunk in self.body_chunks() {
+            joined.extend_from_slice(chunk);
+        }
+        self.body = joined.freeze();
+        self.body_tail = Box::default();
     }
 
     pub fn with_header<H: CommandHeader>(mut self, header: &H) -> Self {
@@ -435,6 +513,7 @@ impl RemotingCommand {
         };
         cmd.serialize_type = st;
         cmd.body = payload;
+        cmd.body_tail = Box::default();
         Ok(cmd)
     }
 
@@ -445,6 +524,18 @@ impl RemotingCommand {
     /// A code that does not fit the binary layout's 16-bit field is written with a JSON header
     /// instead, since a truncated code would change the command's meaning.
     pub fn encode(&self, dst: &mut BytesMut) -> Result<()> {
+        self.encode_head(dst)?;
+        dst.reserve(self.body_len());
+        for chunk in self.body_chunks() {
+            dst.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    /// Appends everything of the frame but its body: the length prefix (which counts the body),
+    /// the header length and type, and the header. The body's chunks must follow on the wire,
+    /// in [`body_chunks`](Self::body_chunks) order.
+    pub fn encode_head(&self, dst: &mut BytesMut) -> Result<()> {
         let st = match self.serialize_type {
             SerializeType::RocketMq if i16::try_from(self.code).is_err() => SerializeType::Json,
             other => other,
@@ -453,9 +544,16 @@ impl RemotingCommand {
         dst.put_u32(0); // frame length, patched below
         dst.put_u32(0); // header length and type, patched below
         let header_start = dst.len();
-        match st {
-            SerializeType::Json => encode_json_header(self, dst),
-            SerializeType::RocketMq => encode_binary_header(self, dst)?,
+        let encoded = match st {
+            SerializeType::Json => {
+                encode_json_header(self, dst);
+                Ok(())
+            }
+            SerializeType::RocketMq => encode_binary_header(self, dst),
+        };
+        if let Err(e) = encoded {
+            dst.truncate(start);
+            return Err(e);
         }
         let header_len = dst.len() - header_start;
         if header_len > MAX_HEADER_BYTES {
@@ -464,7 +562,7 @@ impl RemotingCommand {
                 "header of {header_len} bytes does not fit the 24-bit header length"
             )));
         }
-        let frame_len = 4 + header_len + self.body.len();
+        let frame_len = 4 + header_len + self.body_len();
         if frame_len > i32::MAX as usize {
             dst.truncate(start);
             return Err(ProtocolError::FrameTooLarge {
@@ -472,7 +570,6 @@ impl RemotingCommand {
                 max_bytes: i32::MAX as usize,
             });
         }
-        dst.extend_from_slice(&self.body);
         dst[start..start + 4].copy_from_slice(&(frame_len as u32).to_be_bytes());
         let mark = ((st.code() as u32) << 24) | header_len as u32;
         dst[start + 4..start + 8].copy_from_slice(&mark.to_be_bytes());
@@ -481,7 +578,7 @@ impl RemotingCommand {
 
     /// The whole frame as bytes.
     pub fn to_bytes(&self) -> Result<Bytes> {
-        let mut buf = BytesMut::with_capacity(128 + self.body.len());
+        let mut buf = BytesMut::with_capacity(128 + self.body_len());
         self.encode(&mut buf)?;
         Ok(buf.freeze())
     }
@@ -541,31 +638,33 @@ fn put_int(dst: &mut BytesMut, v: i64) {
 /// JSON string escaping as fastjson does it: control characters as `\uXXXX`.
 pub(crate) fn put_json_string(dst: &mut BytesMut, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    dst.put_u8(b'"');
     let bytes = s.as_bytes();
-    let mut run_start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: Option<&[u8]> = match b {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0x00..=0x1f => None,
-            _ => continue,
+    dst.reserve(bytes.len() + 2);
+    dst.put_u8(b'"');
+    let mut i = 0;
+    loop {
+        let end = fast_json::find_special(bytes, i);
+        dst.extend_from_slice(&bytes[i..end]);
+        let Some(&b) = bytes.get(end) else {
+            break;
         };
-        dst.put_slice(&bytes[run_start..i]);
-        match escape {
-            Some(e) => dst.put_slice(e),
-            None => {
-                dst.put_slice(b"\\u00");
-                dst.put_u8(HEX[(b >> 4) as usize]);
-                dst.put_u8(HEX[(b & 0xf) as usize]);
-            }
+        match b {
+            b'"' => dst.extend_from_slice(b"\\\""),
+            b'\\' => dst.extend_from_slice(b"\\\\"),
+            b'\n' => dst.extend_from_slice(b"\\n"),
+            b'\r' => dst.extend_from_slice(b"\\r"),
+            b'\t' => dst.extend_from_slice(b"\\t"),
+            _ => dst.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[(b >> 4) as usize],
+                HEX[(b & 0xf) as usize],
+            ]),
         }
-        run_start = i + 1;
+        i = end + 1;
     }
-    dst.put_slice(&bytes[run_start..]);
     dst.put_u8(b'"');
 }
 
@@ -595,6 +694,14 @@ fn decode_json_header(header: &[u8]) -> Result<RemotingCommand> {
             "the header is not a JSON object".into(),
         ));
     }
+    if let Some(cmd) = fast_json::decode(header) {
+        return Ok(cmd);
+    }
+    decode_json_header_lenient(header)
+}
+
+/// The serde reader, for every header the direct one does not take.
+fn decode_json_header_lenient(header: &[u8]) -> Result<RemotingCommand> {
     let h: JsonHeader =
         serde_json::from_slice(header).map_err(|e| ProtocolError::InvalidJson(e.to_string()))?;
     Ok(RemotingCommand {
@@ -607,6 +714,7 @@ fn decode_json_header(header: &[u8]) -> Result<RemotingCommand> {
         ext_fields: h.ext_fields.map(|e| e.0).unwrap_or_default(),
         body: Bytes::new(),
         serialize_type: SerializeType::Json,
+        body_tail: Box::default(),
     })
 }
 
@@ -892,6 +1000,7 @@ fn decode_binary_header(header: Bytes) -> Result<RemotingCommand> {
         ext_fields,
         body: Bytes::new(),
         serialize_type: SerializeType::RocketMq,
+        body_tail: Box::default(),
     })
 }
 
@@ -914,6 +1023,7 @@ mod tests {
             ext_fields: ext,
             body: Bytes::from_static(b"body-bytes"),
             serialize_type: st,
+            body_tail: Box::default(),
         }
     }
 
@@ -1158,5 +1268,209 @@ mod tests {
             RemotingCommand::decode_frame(&mut buf, 1 << 20).unwrap(),
             None
         );
+    }
+
+    fn chunked_sample(st: SerializeType) -> (RemotingCommand, RemotingCommand) {
+        let parts: Vec<Bytes> = vec![
+            Bytes::from_static(b"first record "),
+            Bytes::new(),
+            Bytes::from(vec![0xAB; 3000]),
+            Bytes::from_static(b"\x00\x01last"),
+        ];
+        let joined: Vec<u8> = parts.concat();
+        let mut chunked = sample(st).with_body_chunks(parts);
+        chunked.code = 11;
+        let mut contiguous = sample(st).with_body(joined);
+        contiguous.code = 11;
+        (chunked, contiguous)
+    }
+
+    #[test]
+    fn a_chunked_body_encodes_to_the_same_bytes_as_a_contiguous_one() {
+        for st in [SerializeType::Json, SerializeType::RocketMq] {
+            let (chunked, contiguous) = chunked_sample(st);
+            assert!(chunked.is_body_chunked());
+            assert_eq!(chunked.body_len(), contiguous.body.len());
+            let a = chunked.to_bytes().unwrap();
+            let b = contiguous.to_bytes().unwrap();
+            assert_eq!(a, b, "{st:?}");
+            // Decoding gives back one contiguous body.
+            let back = RemotingCommand::decode_bytes(&a).unwrap();
+            assert!(!back.is_body_chunked());
+            assert_eq!(back, contiguous);
+        }
+    }
+
+    #[test]
+    fn head_followed_by_the_chunks_is_the_whole_frame() {
+        for st in [SerializeType::Json, SerializeType::RocketMq] {
+            let (chunked, contiguous) = chunked_sample(st);
+            let mut wire = BytesMut::new();
+            chunked.encode_head(&mut wire).unwrap();
+            let head_len = wire.len();
+            for c in chunked.body_chunks() {
+                wire.extend_from_slice(c);
+            }
+            assert_eq!(&wire[..], &contiguous.to_bytes().unwrap()[..]);
+            // The length prefix counts the body that encode_head did not write.
+            let prefix = u32::from_be_bytes([wire[0], wire[1], wire[2], wire[3]]) as usize;
+            assert_eq!(prefix + 4, head_len + chunked.body_len());
+        }
+    }
+
+    #[test]
+    fn make_body_contiguous_joins_the_chunks_in_order() {
+        let (mut chunked, contiguous) = chunked_sample(SerializeType::Json);
+        chunked.make_body_contiguous();
+        assert!(!chunked.is_body_chunked());
+        assert_eq!(chunked, contiguous);
+        // with_body replaces every chunk.
+        let (chunked, _) = chunked_sample(SerializeType::Json);
+        let plain = chunked.with_body(&b"x"[..]);
+        assert_eq!(plain.body_len(), 1);
+        assert!(!plain.is_body_chunked());
+    }
+
+    #[test]
+    fn one_or_no_chunk_is_a_plain_body() {
+        let one = RemotingCommand::response(0, None)
+            .with_body_chunks(vec![Bytes::new(), Bytes::from_static(b"abc")]);
+        assert!(!one.is_body_chunked());
+        assert_eq!(&one.body[..], b"abc");
+        let none = RemotingCommand::response(0, None).with_body_chunks(Vec::new());
+        assert_eq!(none.body_len(), 0);
+        assert!(!none.is_body_chunked());
+    }
+
+    fn json_header_of(cmd: &RemotingCommand) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        encode_json_header(cmd, &mut buf);
+        buf.to_vec()
+    }
+
+    fn header_corpus() -> Vec<Vec<u8>> {
+        let mut out = vec![json_header_of(&sample(SerializeType::Json))];
+        let mut odd = sample(SerializeType::Json);
+        odd.remark = Some("tab\t quote\" back\\ ctl\u{1} é ✓ 😀".into());
+        odd.ext_fields.insert("k\u{2}\"", "v\r\n\u{7f}");
+        odd.code = -2_147_483_648;
+        odd.opaque = 2_147_483_647;
+        out.push(json_header_of(&odd));
+        out.push(json_header_of(&RemotingCommand::request(105)));
+        for text in [
+            &br#"{"code":310,"extFields":{"e":3,"f":"0"},"flag":0,"language":"CPP","opaque":9,"version":0}"#[..],
+            br#" { "code" : 11 , "language":"JAVA" ,"extFields" : { } , "x":"y", "y": -1 } "#,
+            br#"{"code":"11"}"#,
+            br#"{"code":11,"code":12}"#,
+            br#"{"remark":null,"code":1}"#,
+            br#"{"remark":"a\ud83d\ude00b","code":1}"#,
+            br#"{"remark":"a\u00e9\/b","code":1}"#,
+            br#"{"code":1.0}"#,
+            br#"{"code":01}"#,
+            br#"{"code":-0}"#,
+            br#"{"code":99999999999}"#,
+            br#"{"code":1,}"#,
+            br#"{}"#,
+            br#"{} x"#,
+            br#"{"extFields":{"a":"1","a":"2"}}"#,
+            br#"{"extFields":null}"#,
+            br#"{"language":7}"#,
+        ] {
+            out.push(text.to_vec());
+        }
+        out
+    }
+
+    #[test]
+    fn direct_json_reader_agrees_with_the_lenient_reader() {
+        for header in header_corpus() {
+            let lenient = decode_json_header_lenient(&header);
+            if let Some(fast) = fast_json::decode(&header) {
+                assert_eq!(Ok(fast), lenient, "{}", String::from_utf8_lossy(&header));
+            }
+        }
+        // Our own encodings, the common case, take the direct path.
+        for header in header_corpus().iter().take(3) {
+            assert!(fast_json::decode(header).is_some());
+        }
+    }
+
+    #[test]
+    fn direct_json_reader_accepts_no_mutation_the_lenient_reader_rejects_or_reads_differently() {
+        const BYTES: &[u8] = b"\"\\{}[],:0-9 x.eEnt\x01\x7f\xc3\xa9u";
+        for header in header_corpus() {
+            for at in 0..header.len() {
+                let mut variants: Vec<Vec<u8>> = BYTES
+                    .iter()
+                    .map(|&b| {
+                        let mut h = header.clone();
+                        h[at] = b;
+                        h
+                    })
+                    .collect();
+                let mut cut = header.clone();
+                cut.remove(at);
+                variants.push(cut);
+                variants.push(header[..at].to_vec());
+                for h in variants {
+                    if let Some(fast) = fast_json::decode(&h) {
+                        assert_eq!(
+                            Ok(fast),
+                            decode_json_header_lenient(&h),
+                            "{}",
+                            String::from_utf8_lossy(&h)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Byte-at-a-time escaping, as the encoder did before it scanned eight bytes at a time.
+    fn reference_json_string(s: &str) -> Vec<u8> {
+        let mut out = vec![b'"'];
+        for ch in s.chars() {
+            match ch {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                c if (c as u32) < 0x20 => {
+                    out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes())
+                }
+                c => out.extend_from_slice(c.to_string().as_bytes()),
+            }
+        }
+        out.push(b'"');
+        out
+    }
+
+    #[test]
+    fn json_strings_are_escaped_like_fastjson_at_every_position() {
+        let mut texts: Vec<String> = (0u8..0x80).map(|b| (b as char).to_string()).collect();
+        for pad in 0..17 {
+            for special in ['"', '\\', '\u{1}', '\u{1f}', '\n', 'é', '😀', 'x'] {
+                let mut t = "a".repeat(pad);
+                t.push(special);
+                t.push_str(&"b".repeat(17 - pad));
+                texts.push(t);
+            }
+        }
+        texts.push("TAGS\u{1}TagA\u{2}KEYS\u{1}k1 k2\u{2}UNIQ_KEY\u{1}0A0000050F8A\u{2}".into());
+        texts.push(String::new());
+        for t in texts {
+            let mut buf = BytesMut::new();
+            put_json_string(&mut buf, &t);
+            assert_eq!(&buf[..], &reference_json_string(&t)[..], "{t:?}");
+            // And the reader gives the text back.
+            let mut header = b"{\"remark\":".to_vec();
+            header.extend_from_slice(&buf);
+            header.push(b'}');
+            assert_eq!(
+                fast_json::decode(&header).unwrap().remark.as_deref(),
+                Some(&t[..])
+            );
+        }
     }
 }

@@ -1,13 +1,16 @@
 //! One remoting connection, the same on both sides: a reader task that decodes frames and either
 //! completes a pending request (responses, matched by `opaque`) or runs the request handler, and a
-//! writer task that drains a bounded queue and writes everything queued with one `write_all`.
+//! writer task that drains a bounded queue and writes everything queued at once: small frames are
+//! copied into one buffer, large bodies (a pull reply's stored records) are written from their own
+//! buffers with vectored writes.
 //!
 //! Either side may send requests: a server reaches a client through the [`ConnectionHandle`] it
 //! got in a [`RequestContext`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
@@ -19,8 +22,8 @@ use std::time::Duration;
 use apogee_protocol::codes::response_code::{SYSTEM_BUSY, SYSTEM_ERROR};
 use apogee_protocol::command::{FLAG_ONEWAY, FLAG_RESPONSE};
 use apogee_protocol::{RemotingCommand, SerializeType};
-use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -51,6 +54,14 @@ const WRITE_FLUSH_BYTES: usize = 256 * 1024;
 const WRITE_BUF_KEEP_BYTES: usize = 4 * 1024 * 1024;
 /// Frames taken from the queue per wake-up of the writer.
 const WRITE_BATCH_FRAMES: usize = 512;
+/// A body at least this long is not copied into the write buffer: its chunks are written from
+/// where they are (for a pull reply, the store's mapped file) with vectored writes.
+const VECTORED_BODY_MIN_BYTES: usize = 8 * 1024;
+/// Inside such a body, chunks shorter than this are still copied: an iovec per tiny record costs
+/// more than the copy.
+const VECTORED_CHUNK_MIN_BYTES: usize = 512;
+/// Slices per vectored write call (well under every platform's `IOV_MAX`).
+const MAX_IOVECS: usize = 64;
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -88,6 +99,8 @@ struct Shared {
     /// Counts reads and writes. The idle check compares it with its previous value instead of
     /// reading the clock on every read and write.
     activity: AtomicU64,
+    /// No socket behind it (see [`ConnectionHandle::detached`]).
+    detached: bool,
 }
 
 /// A cheap, cloneable handle to one connection.
@@ -135,6 +148,7 @@ pub(crate) fn spawn_connection(
         closed: Signal::default(),
         draining: Signal::default(),
         activity: AtomicU64::new(0),
+        detached: false,
     });
     let handle = ConnectionHandle { shared };
     tokio::spawn(run_writer(Arc::clone(&handle.shared), out_rx, writer));
@@ -168,8 +182,15 @@ impl ConnectionHandle {
             closed: Signal::default(),
             draining: Signal::default(),
             activity: AtomicU64::new(0),
+            detached: true,
         });
         ConnectionHandle { shared }
+    }
+
+    /// Whether this is a [`detached`](Self::detached) handle: its requests come from in-process
+    /// callers, which read a response's `body` directly, so handlers give them contiguous bodies.
+    pub fn is_detached(&self) -> bool {
+        self.shared.detached
     }
 
     /// A process-unique id.
@@ -337,7 +358,7 @@ impl Shared {
     /// exact encoded size.
     fn check_body_fits(&self, cmd: &RemotingCommand) -> Result<(), RemotingError> {
         let max = self.config.max_frame_bytes;
-        let at_least = cmd.body.len().saturating_add(8);
+        let at_least = cmd.body_len().saturating_add(8);
         if at_least > max {
             return Err(RemotingError::FrameTooLarge {
                 len_bytes: at_least,
@@ -424,19 +445,33 @@ impl Shared {
         self.release_in_flight();
     }
 
-    /// Encodes one outgoing command into the write buffer, refusing it if it does not fit a frame.
-    fn encode_outgoing(&self, cmd: RemotingCommand, buf: &mut BytesMut) {
-        let start = buf.len();
+    /// Encodes one outgoing command into the write queue, refusing it if it does not fit a frame.
+    fn encode_outgoing(&self, cmd: RemotingCommand, out: &mut WriteQueue) {
+        let start = out.buf.len();
         let max = self.config.max_frame_bytes;
-        let error = match cmd.encode(buf) {
-            Ok(()) if buf.len() - start <= max => return,
-            Ok(()) => RemotingError::FrameTooLarge {
-                len_bytes: buf.len() - start,
+        let body_len = cmd.body_len();
+        let encoded = if body_len < VECTORED_BODY_MIN_BYTES {
+            cmd.encode(&mut out.buf).map(|()| out.buf.len() - start)
+        } else {
+            cmd.encode_head(&mut out.buf)
+                .map(|()| out.buf.len() - start + body_len)
+        };
+        let error = match encoded {
+            Ok(len) if len <= max => {
+                if body_len >= VECTORED_BODY_MIN_BYTES {
+                    for chunk in cmd.body_chunks() {
+                        out.push_body_chunk(chunk);
+                    }
+                }
+                return;
+            }
+            Ok(len) => RemotingError::FrameTooLarge {
+                len_bytes: len,
                 max_bytes: max,
             },
             Err(e) => RemotingError::from_protocol(e),
         };
-        buf.truncate(start);
+        out.buf.truncate(start);
         if cmd.is_response() {
             // The requester must still hear something: an error in place of the lost response.
             warn!(id = self.id, opaque = cmd.opaque, %error, "response cannot be sent, answering SYSTEM_ERROR instead");
@@ -445,14 +480,107 @@ impl Shared {
                 SYSTEM_ERROR,
                 Some(format!("response could not be sent: {error}")),
             );
-            if replacement.encode(buf).is_err() {
-                buf.truncate(start);
+            if replacement.encode(&mut out.buf).is_err() {
+                out.buf.truncate(start);
             }
         } else if cmd.is_oneway() {
             warn!(id = self.id, code = cmd.code, %error, "oneway request dropped");
         } else if let Some(tx) = lock(&self.pending).map.remove(&cmd.opaque) {
             let _ = tx.send(Err(error));
         }
+    }
+}
+
+/// What the writer has to send, in order: `parts` first, then `buf`.
+///
+/// Small frames and the heads of large ones are copied into `buf`; a large body's chunks join
+/// `parts` as they are (after whatever `buf` held, frozen into a part of its own), so the bytes
+/// on the wire are the frames' encodings in queue order.
+struct WriteQueue {
+    buf: BytesMut,
+    parts: VecDeque<Bytes>,
+    parts_bytes: usize,
+}
+
+impl WriteQueue {
+    fn new() -> Self {
+        Self {
+            buf: BytesMut::with_capacity(64 * 1024),
+            parts: VecDeque::new(),
+            parts_bytes: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.parts_bytes + self.buf.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push_body_chunk(&mut self, chunk: &Bytes) {
+        if chunk.len() < VECTORED_CHUNK_MIN_BYTES {
+            self.buf.extend_from_slice(chunk);
+            return;
+        }
+        self.seal_buf();
+        self.parts_bytes += chunk.len();
+        self.parts.push_back(chunk.clone());
+    }
+
+    /// Moves what `buf` holds to the end of `parts`; `buf` keeps its spare capacity.
+    fn seal_buf(&mut self) {
+        if !self.buf.is_empty() {
+            let head = self.buf.split().freeze();
+            self.parts_bytes += head.len();
+            self.parts.push_back(head);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.parts.clear();
+        self.parts_bytes = 0;
+        self.buf.clear();
+        if self.buf.capacity() > WRITE_BUF_KEEP_BYTES {
+            self.buf = BytesMut::with_capacity(64 * 1024);
+        }
+    }
+
+    /// Writes everything queued; the queue is left empty on success.
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, writer: &mut W) -> std::io::Result<()> {
+        if self.parts.is_empty() {
+            writer.write_all(&self.buf).await?;
+            self.buf.clear();
+            return Ok(());
+        }
+        self.seal_buf();
+        while !self.parts.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n_slices = 0;
+            for (slot, part) in slices.iter_mut().zip(self.parts.iter()) {
+                *slot = IoSlice::new(part);
+                n_slices += 1;
+            }
+            let mut written = writer.write_vectored(&slices[..n_slices]).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.parts_bytes -= written;
+            while written > 0 {
+                let Some(first) = self.parts.front_mut() else {
+                    break;
+                };
+                if written >= first.len() {
+                    written -= first.len();
+                    self.parts.pop_front();
+                } else {
+                    first.advance(written);
+                    written = 0;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -553,7 +681,7 @@ async fn run_reader(conn: ConnectionHandle, mut reader: OwnedReadHalf) {
     let s = Arc::clone(&conn.shared);
     let max_frame_bytes = s.config.max_frame_bytes;
     let idle_timeout = s.config.idle_timeout();
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let mut bufs = ReadBuffers::new();
     let closed = s.closed.wait();
     tokio::pin!(closed);
     // Resolves once a drain was asked for and the last running handler has finished.
@@ -571,7 +699,7 @@ async fn run_reader(conn: ConnectionHandle, mut reader: OwnedReadHalf) {
     let mut quiet_ticks = 0;
     loop {
         loop {
-            match RemotingCommand::decode_frame(&mut buf, max_frame_bytes) {
+            match RemotingCommand::decode_frame(&mut bufs.buf, max_frame_bytes) {
                 Ok(Some(cmd)) if cmd.is_response() => s.complete(cmd),
                 Ok(Some(cmd)) => dispatch_request(&conn, cmd).await,
                 Ok(None) => break,
@@ -582,7 +710,7 @@ async fn run_reader(conn: ConnectionHandle, mut reader: OwnedReadHalf) {
                 }
             }
         }
-        reserve_for_next_frame(&mut buf, max_frame_bytes);
+        bufs.reserve_for_next_frame(max_frame_bytes);
         tokio::select! {
             biased;
             _ = &mut closed => return,
@@ -610,7 +738,7 @@ async fn run_reader(conn: ConnectionHandle, mut reader: OwnedReadHalf) {
                 }
                 idle.as_mut().reset(Instant::now() + idle_tick);
             }
-            read = reader.read_buf(&mut buf) => match read {
+            read = reader.read_buf(&mut bufs.buf) => match read {
                 Ok(0) => {
                     s.close("peer closed");
                     return;
@@ -626,19 +754,72 @@ async fn run_reader(conn: ConnectionHandle, mut reader: OwnedReadHalf) {
     }
 }
 
-/// Makes room for at least the rest of the frame at the front of `buf` (bounded by the frame
-/// limit, which the decoder enforces), or a read chunk.
-fn reserve_for_next_frame(buf: &mut BytesMut, max_frame_bytes: usize) {
-    let mut want = READ_CHUNK_BYTES;
-    if let Some(prefix) = buf.get(..4) {
-        let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
-        if let Ok(len) = usize::try_from(len) {
-            let total = len.saturating_add(4).min(max_frame_bytes);
-            want = want.max(total.saturating_sub(buf.len()));
+/// The read buffer and the ones it replaced while frames decoded from them were still in use.
+///
+/// Decoded frames share the read buffer (a body is a slice of it), so a buffer cannot be written
+/// again while any of them lives. When it runs out of room the reader moves on to a spare whose
+/// frames are all gone (or a new one) and parks the old one, instead of allocating a buffer per
+/// large frame and freeing it when the frame is dropped.
+struct ReadBuffers {
+    buf: BytesMut,
+    /// Size of `buf`'s allocation.
+    buf_alloc: usize,
+    /// Parked buffers with their allocation sizes.
+    spares: Vec<(BytesMut, usize)>,
+}
+
+/// Parked read buffers kept per connection.
+const READ_SPARES: usize = 4;
+/// Read buffers larger than this (made for one huge frame) are not kept.
+const READ_KEEP_BYTES: usize = 1024 * 1024;
+
+impl ReadBuffers {
+    fn new() -> Self {
+        Self {
+            buf: BytesMut::with_capacity(READ_CHUNK_BYTES),
+            buf_alloc: READ_CHUNK_BYTES,
+            spares: Vec::new(),
         }
     }
-    if buf.capacity() - buf.len() < want / 2 {
-        buf.reserve(want);
+
+    /// Makes room for at least the rest of the frame at the front of the buffer (bounded by the
+    /// frame limit, which the decoder enforces), or a read chunk.
+    fn reserve_for_next_frame(&mut self, max_frame_bytes: usize) {
+        let buf = &mut self.buf;
+        let mut want = READ_CHUNK_BYTES;
+        if let Some(prefix) = buf.get(..4) {
+            let len = i32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+            if let Ok(len) = usize::try_from(len) {
+                let total = len.saturating_add(4).min(max_frame_bytes);
+                want = want.max(total.saturating_sub(buf.len()));
+            }
+        }
+        if buf.capacity() - buf.len() >= want / 2 {
+            return;
+        }
+        // Every frame of this buffer is gone: reuse it in place (the partial frame moves to the
+        // front).
+        if buf.try_reclaim(want) {
+            return;
+        }
+        let need = buf.len() + want;
+        let free = self.spares.iter_mut().position(|(spare, alloc)| {
+            spare.clear();
+            *alloc >= need && spare.try_reclaim(need)
+        });
+        let (mut next, next_alloc) = match free {
+            Some(i) => self.spares.swap_remove(i),
+            None => {
+                let alloc = need.max(READ_CHUNK_BYTES);
+                (BytesMut::with_capacity(alloc), alloc)
+            }
+        };
+        next.extend_from_slice(&self.buf);
+        let old = std::mem::replace(&mut self.buf, next);
+        let old_alloc = std::mem::replace(&mut self.buf_alloc, next_alloc);
+        if old_alloc <= READ_KEEP_BYTES && self.spares.len() < READ_SPARES {
+            self.spares.push((old, old_alloc));
+        }
     }
 }
 
@@ -649,7 +830,7 @@ async fn run_writer(
 ) {
     let closed = s.closed.wait();
     tokio::pin!(closed);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut out = WriteQueue::new();
     let mut batch = Vec::with_capacity(WRITE_BATCH_FRAMES);
     let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
     'run: loop {
@@ -663,42 +844,39 @@ async fn run_writer(
         }
         for item in batch.drain(..) {
             match item {
-                Outgoing::Command(cmd) => s.encode_outgoing(cmd, &mut buf),
+                Outgoing::Command(cmd) => s.encode_outgoing(cmd, &mut out),
                 Outgoing::Flush(ack) => acks.push(ack),
             }
-            if buf.len() >= WRITE_FLUSH_BYTES
-                && !write_out(&s, &mut writer, &mut buf, &mut closed).await
+            if out.len() >= WRITE_FLUSH_BYTES
+                && !write_out(&s, &mut writer, &mut out, &mut closed).await
             {
                 break 'run;
             }
         }
-        if !buf.is_empty() && !write_out(&s, &mut writer, &mut buf, &mut closed).await {
+        if !out.is_empty() && !write_out(&s, &mut writer, &mut out, &mut closed).await {
             break;
         }
         for ack in acks.drain(..) {
             let _ = ack.send(());
-        }
-        if buf.capacity() > WRITE_BUF_KEEP_BYTES {
-            buf = BytesMut::with_capacity(64 * 1024);
         }
     }
     s.close("writer stopped");
     // Dropping the write half sends FIN; the queue is dropped with it, failing blocked senders.
 }
 
-/// Writes and clears `buf`; false when the connection is closed or the write failed.
+/// Writes and clears `out`; false when the connection is closed or the write failed.
 async fn write_out<C: Future<Output = ()> + Unpin>(
     s: &Shared,
     writer: &mut OwnedWriteHalf,
-    buf: &mut BytesMut,
+    out: &mut WriteQueue,
     closed: &mut C,
 ) -> bool {
     let result = tokio::select! {
         biased;
         _ = closed => return false,
-        r = writer.write_all(buf) => r,
+        r = out.write_to(writer) => r,
     };
-    buf.clear();
+    out.clear();
     match result {
         Ok(()) => {
             s.touch();
@@ -709,5 +887,215 @@ async fn write_out<C: Future<Output = ()> + Unpin>(
             s.close("write error");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that takes at most `limit` bytes per write call, vectored or not.
+    struct Trickle {
+        out: Vec<u8>,
+        limit: usize,
+        vectored_calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.limit);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            self.vectored_calls += 1;
+            let mut room = self.limit;
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(room);
+                self.out.extend_from_slice(&b[..take]);
+                room -= take;
+                n += take;
+                if room == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn shared() -> Arc<Shared> {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        ConnectionHandle::detached(addr, addr).shared
+    }
+
+    /// Small replies, a pull-like reply of 200 records (some under the copy threshold) and a
+    /// contiguous large body, in one batch.
+    fn frames() -> Vec<RemotingCommand> {
+        let records: Vec<Bytes> = (0..200u32)
+            .map(|i| Bytes::from(vec![i as u8; if i % 7 == 0 { 100 } else { 1100 }]))
+            .collect();
+        let mut pull = RemotingCommand::response(0, Some("FOUND".into())).with_body_chunks(records);
+        pull.ext_fields.insert("nextBeginOffset", "200");
+        pull.opaque = 2;
+        vec![
+            RemotingCommand::response(0, None).with_opaque(1),
+            pull,
+            RemotingCommand::response(0, None)
+                .with_opaque(3)
+                .with_body(&b"small"[..]),
+            RemotingCommand::response(0, None)
+                .with_opaque(4)
+                .with_body(vec![9u8; 70_000])
+                .with_serialize_type(SerializeType::RocketMq),
+            RemotingCommand::response(0, None).with_opaque(5),
+        ]
+    }
+
+    #[tokio::test]
+    async fn queued_frames_reach_the_wire_as_their_contiguous_encoding_despite_partial_writes() {
+        let s = shared();
+        let mut expected = Vec::new();
+        for cmd in frames() {
+            let mut c = cmd.clone();
+            c.make_body_contiguous();
+            expected.extend_from_slice(&c.to_bytes().unwrap());
+        }
+        for limit in [1, 7, 1000, 4096, 65_536, usize::MAX] {
+            let mut out = WriteQueue::new();
+            for cmd in frames() {
+                s.encode_outgoing(cmd, &mut out);
+            }
+            assert_eq!(out.len(), expected.len());
+            let mut sink = Trickle {
+                out: Vec::new(),
+                limit,
+                vectored_calls: 0,
+            };
+            out.write_to(&mut sink).await.unwrap();
+            out.clear();
+            assert!(out.is_empty());
+            assert!(sink.out == expected, "limit {limit}");
+            assert!(sink.vectored_calls > 0, "large bodies go out vectored");
+        }
+    }
+
+    #[tokio::test]
+    async fn large_body_chunks_are_not_copied_into_the_write_buffer() {
+        let s = shared();
+        let mut out = WriteQueue::new();
+        let record = Bytes::from(vec![1u8; 4096]);
+        let cmd = RemotingCommand::response(0, None).with_body_chunks(vec![
+            record.clone(),
+            record.clone(),
+            record.clone(),
+        ]);
+        s.encode_outgoing(cmd, &mut out);
+        // The head was sealed into a part of its own, followed by the three records as they are.
+        assert_eq!(out.parts.len(), 4);
+        assert!(out.buf.is_empty());
+        for part in out.parts.iter().skip(1) {
+            assert_eq!(part.as_ptr(), record.as_ptr());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_chunked_body_over_the_frame_limit_is_replaced_by_an_error_response() {
+        let s = shared();
+        let max = s.config.max_frame_bytes;
+        let chunk = Bytes::from(vec![0u8; 1 << 20]);
+        let n = max / chunk.len() + 1;
+        let cmd = RemotingCommand::response(0, None)
+            .with_opaque(9)
+            .with_body_chunks(vec![chunk; n]);
+        let mut out = WriteQueue::new();
+        s.encode_outgoing(cmd, &mut out);
+        assert!(out.parts.is_empty());
+        let mut buf = out.buf.clone();
+        let reply = RemotingCommand::decode_frame(&mut buf, max)
+            .unwrap()
+            .unwrap();
+        assert_eq!((reply.code, reply.opaque), (SYSTEM_ERROR, 9));
+        assert!(buf.is_empty());
+    }
+
+    fn frame_with_body(opaque: i32, len: usize) -> Bytes {
+        RemotingCommand::response(0, None)
+            .with_opaque(opaque)
+            .with_body(vec![opaque as u8; len])
+            .to_bytes()
+            .unwrap()
+    }
+
+    #[test]
+    fn read_buffers_are_reused_once_their_frames_are_dropped() {
+        let max = crate::config::RemotingConfig::default().max_frame_bytes;
+        let mut rb = ReadBuffers::new();
+        let first = rb.buf.as_ptr();
+        rb.buf.extend_from_slice(&frame_with_body(1, 40_000));
+        let a = RemotingCommand::decode_frame(&mut rb.buf, max)
+            .unwrap()
+            .unwrap();
+        // The body is a slice of the read buffer, not a copy.
+        assert!((first as usize..first as usize + READ_CHUNK_BYTES)
+            .contains(&(a.body.as_ptr() as usize)));
+        rb.reserve_for_next_frame(max);
+        // `a` still uses the first buffer: the reader moved on to another one.
+        assert_ne!(rb.buf.as_ptr(), first);
+        assert_eq!(rb.spares.len(), 1);
+        drop(a);
+        rb.buf.extend_from_slice(&frame_with_body(2, 40_000));
+        let b = RemotingCommand::decode_frame(&mut rb.buf, max)
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.body.len(), 40_000);
+        rb.reserve_for_next_frame(max);
+        // The first buffer is free again and taken back instead of a new allocation.
+        assert_eq!(rb.buf.as_ptr(), first);
+        assert_eq!(rb.spares.len(), 1);
+        assert!(b.body.iter().all(|&x| x == 2));
+    }
+
+    #[test]
+    fn a_partial_frame_survives_the_move_to_another_read_buffer() {
+        let max = crate::config::RemotingConfig::default().max_frame_bytes;
+        let mut rb = ReadBuffers::new();
+        let whole = frame_with_body(1, 40_000);
+        let next = frame_with_body(2, 100_000);
+        rb.buf.extend_from_slice(&whole);
+        rb.buf.extend_from_slice(&next[..10_000]);
+        let a = RemotingCommand::decode_frame(&mut rb.buf, max)
+            .unwrap()
+            .unwrap();
+        rb.reserve_for_next_frame(max);
+        assert!(rb.buf.capacity() >= next.len());
+        rb.buf.extend_from_slice(&next[10_000..]);
+        let b = RemotingCommand::decode_frame(&mut rb.buf, max)
+            .unwrap()
+            .unwrap();
+        assert_eq!((a.opaque, b.opaque), (1, 2));
+        assert_eq!(b.body.len(), 100_000);
+        assert!(rb.buf.is_empty());
     }
 }

@@ -135,6 +135,12 @@ impl RequestContext {
     pub fn peer_addr(&self) -> SocketAddr {
         self.connection.peer_addr()
     }
+
+    /// Whether the request came from an in-process caller rather than a socket (see
+    /// [`ConnectionHandle::is_detached`]).
+    pub fn is_detached(&self) -> bool {
+        self.connection.is_detached()
+    }
 }
 
 /// Maps request codes to handlers. A code without a handler goes to the fallback, or, without one,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apogee_client::{ClientError, Message, Producer};
-use bytes::Bytes;
+use bytes::BytesMut;
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
@@ -102,13 +102,19 @@ pub fn filler(size: usize) -> Vec<u8> {
         .collect()
 }
 
-fn message(plan: &ProducerPlan, template: &[u8], due: Instant) -> Message {
-    let mut body = template.to_vec();
+/// Bodies are carved out of buffers of this size: one allocation per many messages.
+const BODY_ARENA_BYTES: usize = 256 * 1024;
+
+fn message(plan: &ProducerPlan, template: &[u8], due: Instant, arena: &mut BytesMut) -> Message {
+    if arena.capacity() < template.len() {
+        *arena = BytesMut::with_capacity(BODY_ARENA_BYTES.max(template.len()));
+    }
+    arena.extend_from_slice(template);
     // A request sent early (timer slack) carries its real send time, so that end-to-end latency
     // never comes out shorter than the transfer.
     let stamp = due.min(Instant::now());
-    stats::stamp_body(&mut body, plan.clock.epoch_us(stamp));
-    Message::new(plan.topic.clone(), Bytes::from(body))
+    stats::stamp_body(arena, plan.clock.epoch_us(stamp));
+    Message::new(plan.topic.as_str(), arena.split().freeze())
 }
 
 async fn send(
@@ -135,6 +141,7 @@ pub async fn run(
     stop: Arc<AtomicBool>,
 ) {
     let template = filler(plan.message_size);
+    let mut arena = BytesMut::new();
     let per_request = plan.per_request.max(1);
     let interval_secs = (plan.rate > 0.0).then(|| per_request as f64 / plan.rate);
     let window = plan.window.max(1);
@@ -189,7 +196,9 @@ pub async fn run(
             Some(m) => per_request.min(usize::try_from(m - issued_msgs).unwrap_or(usize::MAX)),
             None => per_request,
         };
-        let msgs: Vec<Message> = (0..n).map(|_| message(&plan, &template, due)).collect();
+        let msgs: Vec<Message> = (0..n)
+            .map(|_| message(&plan, &template, due, &mut arena))
+            .collect();
         issued_msgs += n as u64;
         i += 1;
         let issued = Instant::now();

@@ -13,7 +13,6 @@ use apogee_protocol::header::{
 };
 use apogee_protocol::RemotingCommand;
 use apogee_remoting::{HandlerFuture, RequestContext};
-use bytes::BytesMut;
 
 use super::{header, respond, success, try_reply};
 use crate::broker::BrokerInner;
@@ -61,6 +60,7 @@ fn pop(b: &Arc<BrokerInner>, ctx: RequestContext, req: &RemotingCommand) -> Hand
     // Kept for the traffic counters (one copy per request, not per message).
     let (group, topic) = (request.group.clone(), request.topic.clone());
     let b = Arc::clone(b);
+    let detached = ctx.is_detached();
     HandlerFuture::new(async move {
         let result = tokio::select! {
             r = service::pop(&b, request) => r,
@@ -86,20 +86,18 @@ fn pop(b: &Arc<BrokerInner>, ctx: RequestContext, req: &RemotingCommand) -> Hand
         };
         let mut response = RemotingCommand::response(code, None).with_header(&header);
         if !r.messages.is_empty() {
-            let mut body = BytesMut::with_capacity(r.messages.iter().map(|m| m.record.len()).sum());
-            for m in &r.messages {
-                body.extend_from_slice(&m.record);
-            }
+            let body_len: usize = r.messages.iter().map(|m| m.record.len()).sum();
             b.stats.got_messages.fetch_add(
                 r.messages.len() as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );
             b.stats
                 .traffic
-                .record_out(&topic, &group, r.messages.len() as u64, body.len() as u64);
-            response.body = body.freeze();
+                .record_out(&topic, &group, r.messages.len() as u64, body_len as u64);
+            let records = r.messages.into_iter().map(|m| m.record).collect();
+            response = response.with_body_chunks(records);
         }
-        Some(response)
+        Some(super::pull::for_caller(detached, response))
     })
 }
 

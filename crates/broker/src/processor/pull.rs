@@ -17,7 +17,6 @@ use apogee_protocol::header::{PullMessageRequestHeader, PullMessageResponseHeade
 use apogee_protocol::RemotingCommand;
 use apogee_remoting::{HandlerFuture, RequestContext};
 use apogee_store::{GetMessageResult, GetMessageStatus, RecordFilter};
-use bytes::BytesMut;
 use tokio::time::Instant;
 
 use super::{header, respond, try_reply};
@@ -42,13 +41,26 @@ pub(crate) fn handle(
     req: RemotingCommand,
 ) -> HandlerFuture {
     let h: PullMessageRequestHeader = try_reply!(header(&req));
+    let detached = ctx.is_detached();
     match run(b, req.code, &h, true) {
-        Outcome::Respond(r) => HandlerFuture::reply(r),
+        Outcome::Respond(r) => HandlerFuture::reply(for_caller(detached, r)),
         Outcome::Suspend { polling_ms } => {
             let b = Arc::clone(b);
-            HandlerFuture::new(async move { hold(b, ctx, req.code, h, polling_ms).await })
+            HandlerFuture::new(async move {
+                let r = hold(b, ctx, req.code, h, polling_ms).await;
+                r.map(|r| for_caller(detached, r))
+            })
         }
     }
+}
+
+/// A reply's body is the store's record slices, written to a socket without copying; an
+/// in-process caller reads `body` directly and gets it joined.
+pub(super) fn for_caller(detached: bool, mut response: RemotingCommand) -> RemotingCommand {
+    if detached {
+        response.make_body_contiguous();
+    }
+    response
 }
 
 enum Outcome {
@@ -308,10 +320,6 @@ fn pull_once(
     }
 
     if code == SUCCESS {
-        let mut body = BytesMut::with_capacity(result.total_bytes);
-        for m in &result.messages {
-            body.extend_from_slice(m);
-        }
         b.stats
             .got_messages
             .fetch_add(result.messages.len() as u64, Ordering::Relaxed);
@@ -321,7 +329,7 @@ fn pull_once(
             result.messages.len() as u64,
             result.total_bytes as u64,
         );
-        response.body = body.freeze();
+        response = response.with_body_chunks(result.messages);
     }
     Ok(Ran {
         response,

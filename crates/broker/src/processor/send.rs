@@ -83,6 +83,36 @@ pub(crate) fn handle(
 /// sends out after 3 s; a name server on the same network answers in milliseconds.
 const REGISTER_WAIT_MS: u64 = 1_000;
 
+/// Size of the per-thread buffer single-message records are encoded into.
+const RECORD_ARENA_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    static RECORD_ARENA: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
+}
+
+/// Runs `encode` on an empty buffer of at least `len` bytes carved from a per-thread arena: the
+/// record lives only until the store has copied it, so the arena's memory is taken back on a
+/// later call instead of one allocation per send.
+fn encode_in_arena<E>(
+    len: usize,
+    encode: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<BytesMut, E> {
+    RECORD_ARENA.with(|cell| {
+        let mut arena = cell.borrow_mut();
+        arena.clear();
+        if !arena.try_reclaim(len) {
+            *arena = BytesMut::with_capacity(len.max(RECORD_ARENA_BYTES));
+        }
+        match encode(&mut arena) {
+            Ok(()) => Ok(arena.split()),
+            Err(e) => {
+                arena.clear();
+                Err(e)
+            }
+        }
+    })
+}
+
 /// Records ready to append, and what the response needs.
 struct Prepared {
     records: BytesMut,
@@ -125,10 +155,7 @@ fn store(b: &Arc<BrokerInner>, mut p: Prepared) -> HandlerFuture {
         recall_handle: p.recall_handle,
     };
     if b.store.flush_disk_type() != FlushDiskType::Sync || !p.wait_store_ok {
-        return reply(
-            b,
-            RemotingCommand::response(SUCCESS, None).with_header(&header),
-        );
+        return reply(b, success_response(SUCCESS, &header));
     }
     let (tx, rx) = oneshot::channel();
     b.store.wait_durable(
@@ -146,11 +173,15 @@ fn store(b: &Arc<BrokerInner>, mut p: Prepared) -> HandlerFuture {
             Ok(Ok(true)) => SUCCESS,
             _ => FLUSH_DISK_TIMEOUT,
         };
-        Some(stamp(
-            &b,
-            RemotingCommand::response(code, None).with_header(&header),
-        ))
+        Some(stamp(&b, success_response(code, &header)))
     })
+}
+
+/// A stored-message response, with room for the header and the two fields `stamp` adds.
+fn success_response(code: i32, header: &SendMessageResponseHeader) -> RemotingCommand {
+    let mut response = RemotingCommand::response(code, None);
+    response.ext_fields = apogee_protocol::ExtFields::with_capacity(8);
+    response.with_header(header)
 }
 
 fn reply(b: &BrokerInner, response: RemotingCommand) -> HandlerFuture {
@@ -425,9 +456,7 @@ fn prepare_single(
         // Stored in the half queue; the reply still names the real queue.
         transaction::make_half(&mut record, &mut props);
     }
-    let mut records = BytesMut::with_capacity(record.encoded_len());
-    record
-        .encode_into(&mut records)
+    let records = encode_in_arena(record.encoded_len(), |buf| record.encode_into(buf))
         .map_err(|e| respond(MESSAGE_ILLEGAL, format!("the message is illegal: {e}")))?;
     Ok(Prepared {
         records,

@@ -143,7 +143,7 @@ pub fn process_pull_response(
     let header: PullMessageResponseHeader = response.decode_header()?;
     let mut messages = Vec::new();
     if status == PullStatus::Found {
-        let (decoded, error) = MessageExt::decode_all(&response.body);
+        let (decoded, error) = MessageExt::decode_all_shared(&response.body);
         if let Some(e) = error {
             warn!(queue = %mq, error = %e, "undecodable record in pull answer, dropping the rest");
         }

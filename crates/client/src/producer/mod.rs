@@ -692,6 +692,7 @@ impl ProducerInner {
         };
         let mut last_broker: Option<String> = None;
         let mut brokers_sent = Vec::new();
+        let mut attempts: usize = 0;
         let mut last_error: Option<ClientError> = None;
         let mut not_stored_ok: Option<SendResult> = None;
         for _ in 0..attempts_allowed {
@@ -705,7 +706,7 @@ impl ProducerInner {
             if left.is_zero() {
                 return Err(self.timeout_error());
             }
-            brokers_sent.push(mq.broker_name.clone());
+            attempts += 1;
             let begin = Instant::now();
             let outcome = match mode {
                 Mode::Sync => self.send_once(prepared, &mq, left).await.map(Some),
@@ -719,6 +720,7 @@ impl ProducerInner {
                     if result.status != SendStatus::SendOk
                         && self.options.retry_another_broker_when_not_store_ok
                     {
+                        brokers_sent.push(mq.broker_name.clone());
                         not_stored_ok = Some(result);
                         last_broker = Some(mq.broker_name);
                         continue;
@@ -734,6 +736,9 @@ impl ProducerInner {
                     self.fault
                         .update(&mq.broker_name, latency_ms, true, now_ms());
                     debug!(broker = %mq.broker_name, error = %e, "send attempt failed");
+                    // Broker names are kept for the error only, so only failed attempts pay
+                    // for the copy.
+                    brokers_sent.push(mq.broker_name.clone());
                     if !e.is_retryable_send() {
                         if let Some(result) = not_stored_ok {
                             return Ok(Some(result));
@@ -748,7 +753,7 @@ impl ProducerInner {
         if let Some(result) = not_stored_ok {
             return Ok(Some(result));
         }
-        let attempts = u32::try_from(brokers_sent.len()).unwrap_or(u32::MAX);
+        let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
         match last_error {
             Some(last) => Err(ClientError::SendFailed {
                 topic: prepared.user_topic.clone(),

@@ -10,7 +10,7 @@ use apogee_protocol::header::{
 use apogee_protocol::message::batch::{encode_batch, encoded_batch_len, BatchEntry};
 use apogee_protocol::message::compression::CompressionType;
 use apogee_protocol::message::{keys, sysflag, MessageProperties};
-use apogee_protocol::RemotingCommand;
+use apogee_protocol::{ExtFields, RemotingCommand};
 use bytes::{Bytes, BytesMut};
 
 use crate::error::{ClientError, Result};
@@ -264,15 +264,27 @@ pub fn build_send_request(
     default_topic_queue_nums: i32,
     born_timestamp_ms: i64,
 ) -> RemotingCommand {
-    let header = send_header(
-        p,
-        producer_group,
-        mq,
-        default_topic_queue_nums,
-        born_timestamp_ms,
-    );
     let mut request = RemotingCommand::request(p.request_code()).with_body(p.body.clone());
-    header.write_ext_fields_v2(&mut request.ext_fields);
+    // What `send_header(..).write_ext_fields_v2(..)` writes, without the header's copies of the
+    // strings: this runs on every send.
+    let ext = &mut request.ext_fields;
+    *ext = ExtFields::with_capacity(14);
+    ext.insert_static("a", producer_group.to_owned());
+    ext.insert_static("b", p.wire_topic.clone());
+    ext.insert_static("c", AUTO_CREATE_TOPIC_KEY_TOPIC.to_owned());
+    ext.insert_static("d", default_topic_queue_nums.to_string());
+    ext.insert_static("e", mq.queue_id.to_string());
+    ext.insert_static("f", p.sys_flag.to_string());
+    ext.insert_static("g", born_timestamp_ms.to_string());
+    ext.insert_static("h", p.flag.to_string());
+    ext.insert_static("i", p.properties.clone());
+    ext.insert_static("j", p.reconsume_times.unwrap_or(0).to_string());
+    ext.insert_static("k", "false".to_owned());
+    if let Some(max) = p.max_reconsume_times {
+        ext.insert_static("l", max.to_string());
+    }
+    ext.insert_static("m", p.is_batch.to_string());
+    ext.insert_static("n", mq.broker_name.clone());
     request
 }
 
@@ -369,6 +381,27 @@ mod tests {
                 ("n", "broker-a"),
             ])
         );
+    }
+
+    #[test]
+    fn the_direct_v2_fields_equal_the_send_header_written_as_v2() {
+        let mut plain = Message::new("TopicTest", "Hello").with_tags("TagA");
+        let plain =
+            prepare_message(&mut plain, Some("ns1"), &WireOptions::default(), fixed_id).unwrap();
+        let mut retry = plain.clone();
+        retry.reconsume_times = Some(3);
+        retry.max_reconsume_times = Some(16);
+        retry.sys_flag = 4;
+        retry.flag = 7;
+        let mut batch = plain.clone();
+        batch.is_batch = true;
+        for p in [plain, retry, batch] {
+            let req = build_send_request(&p, "G", &mq(), 8, 1_700_000_000_123);
+            let mut expected = ExtFields::new();
+            send_header(&p, "G", &mq(), 8, 1_700_000_000_123).write_ext_fields_v2(&mut expected);
+            assert_eq!(req.ext_fields, expected);
+            assert_eq!(req.code, p.request_code());
+        }
     }
 
     #[test]

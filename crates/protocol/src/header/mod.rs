@@ -179,7 +179,7 @@ impl<T: HeaderValue> HeaderField for T {
             .transpose()
     }
     fn write_field(&self, ext: &mut ExtFields, wire: &'static str) {
-        ext.insert(wire, self.to_wire());
+        ext.insert_static(wire, self.to_wire());
     }
 }
 
@@ -194,7 +194,7 @@ impl<T: HeaderValue> HeaderField for Option<T> {
     }
     fn write_field(&self, ext: &mut ExtFields, wire: &'static str) {
         if let Some(v) = self {
-            ext.insert(wire, v.to_wire());
+            ext.insert_static(wire, v.to_wire());
         }
     }
 }

@@ -126,7 +126,22 @@ impl SendMessageRequestHeader {
 
     /// Writes the one-letter V2 form (what SEND_MESSAGE_V2 and SEND_BATCH_MESSAGE carry).
     pub fn write_ext_fields_v2(&self, ext: &mut ExtFields) {
-        SendMessageRequestHeaderV2::from(self.clone()).write_ext_fields(ext);
+        // Field by field rather than through a converted clone: this runs on every send.
+        use super::HeaderField;
+        self.producer_group.write_field(ext, "a");
+        self.topic.write_field(ext, "b");
+        self.default_topic.write_field(ext, "c");
+        self.default_topic_queue_nums.write_field(ext, "d");
+        self.queue_id.write_field(ext, "e");
+        self.sys_flag.write_field(ext, "f");
+        self.born_timestamp.write_field(ext, "g");
+        self.flag.write_field(ext, "h");
+        self.properties.write_field(ext, "i");
+        self.reconsume_times.write_field(ext, "j");
+        self.unit_mode.write_field(ext, "k");
+        self.max_reconsume_times.write_field(ext, "l");
+        self.batch.write_field(ext, "m");
+        self.broker_name.write_field(ext, "n");
     }
 
     /// `batch`, absent meaning false.

@@ -1002,3 +1002,26 @@ fn typed_header_round_trips_through_a_request_frame() {
     let back = RemotingCommand::decode_bytes(&bytes).expect("decodes");
     assert_eq!(back.decode_header::<PopMessageRequestHeader>(), Ok(h));
 }
+
+#[test]
+fn direct_v2_write_matches_the_converted_v2_header_in_order() {
+    let mut direct = ExtFields::new();
+    golden_v1().write_ext_fields_v2(&mut direct);
+    let mut converted = ExtFields::new();
+    SendMessageRequestHeaderV2::from(golden_v1()).write_ext_fields(&mut converted);
+    assert_eq!(direct, converted);
+    let all = SendMessageRequestHeader {
+        properties: None,
+        reconsume_times: Some(3),
+        unit_mode: Some(true),
+        batch: Some(true),
+        max_reconsume_times: Some(16),
+        broker_name: None,
+        ..golden_v1()
+    };
+    let mut direct = ExtFields::new();
+    all.write_ext_fields_v2(&mut direct);
+    let mut converted = ExtFields::new();
+    SendMessageRequestHeaderV2::from(all).write_ext_fields(&mut converted);
+    assert_eq!(direct, converted);
+}
