@@ -41,6 +41,15 @@ struct State {
     gather_target: usize,
 }
 
+/// Async flush: the flusher is woken before its next tick only once this much is dirty. Between
+/// ticks the page cache holds the records (they survive a crash of the process, not of the machine,
+/// as with RocketMQ's async flush); flushing every few KiB would cost an fdatasync, and TLB
+/// shootdowns for the pages written through the mapping, per few records.
+const ASYNC_EARLY_FLUSH_BYTES: u64 = 64 << 20;
+/// Async flush: at least this often everything dirty is flushed, however little
+/// (`flushCommitLogThoroughInterval`).
+const ASYNC_THOROUGH_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Longest a sync batch waits for more writers, whatever the last fsync took.
 const MAX_GATHER: Duration = Duration::from_micros(500);
 
@@ -66,7 +75,11 @@ pub(crate) struct Flusher {
     failed: AtomicBool,
     mode: FlushDiskType,
     interval: Duration,
+    /// Async: a tick flushes only if this much is dirty (`flushCommitLogLeastPages`), or the
+    /// thorough interval has passed.
     least_bytes: u64,
+    /// Async: dirty bytes that wake the flusher before its tick.
+    early_bytes: u64,
 }
 
 impl Flusher {
@@ -86,6 +99,7 @@ impl Flusher {
             mode,
             interval: Duration::from_millis(interval_ms.max(1)),
             least_bytes,
+            early_bytes: least_bytes.max(ASYNC_EARLY_FLUSH_BYTES),
         }
     }
 
@@ -133,10 +147,11 @@ impl Flusher {
         }
     }
 
-    /// Async mode: tells the flusher that `write_position` bytes exist, so it can start early.
+    /// Async mode: tells the flusher that `write_position` bytes exist, so it can start before its
+    /// tick when a lot is dirty.
     pub fn note_appended(&self, write_position: u64) {
         if self.mode == FlushDiskType::Async
-            && write_position.saturating_sub(self.flushed_offset()) >= self.least_bytes
+            && write_position.saturating_sub(self.flushed_offset()) >= self.early_bytes
         {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if !st.dirty_signal {
@@ -151,8 +166,9 @@ impl Flusher {
     pub fn run(&self, log: &dyn Flushable) {
         let mut expected = 1usize;
         let mut last_sync = Duration::ZERO;
+        let mut last_thorough = Instant::now();
         loop {
-            let (batch, shutdown, timed_out) = {
+            let (batch, shutdown, timed_out, signalled) = {
                 let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
                 while st.waiters.is_empty() && !st.dirty_signal && !st.shutdown {
                     let (guard, timeout) = self
@@ -188,13 +204,31 @@ impl Flusher {
                     }
                     st.gather_target = 0;
                 }
-                st.dirty_signal = false;
-                (std::mem::take(&mut st.waiters), st.shutdown, timed_out)
+                let signalled = std::mem::take(&mut st.dirty_signal);
+                (
+                    std::mem::take(&mut st.waiters),
+                    st.shutdown,
+                    timed_out,
+                    signalled,
+                )
             };
             // Every waiter in `batch` registered an offset that was already published, so the
             // position read now covers all of them.
             let target = log.write_position();
             let from = self.flushed_offset();
+            if self.mode == FlushDiskType::Async
+                && batch.is_empty()
+                && !shutdown
+                && !signalled
+                && target.saturating_sub(from) < self.least_bytes
+                && last_thorough.elapsed() < ASYNC_THOROUGH_INTERVAL
+            {
+                // A tick with too little dirty: wait for more (RocketMQ's least pages).
+                continue;
+            }
+            if self.mode == FlushDiskType::Async {
+                last_thorough = Instant::now();
+            }
             let ok = if target > from && !self.failed.load(Ordering::Acquire) {
                 self.syncs.fetch_add(1, Ordering::Relaxed);
                 let started = Instant::now();
@@ -355,7 +389,9 @@ mod tests {
 
     #[test]
     fn async_dirty_signal_is_raised_only_past_the_threshold() {
-        let flusher = Flusher::new(FlushDiskType::Async, 3_600_000, 100, 0);
+        let mut flusher = Flusher::new(FlushDiskType::Async, 3_600_000, 100, 0);
+        assert_eq!(flusher.early_bytes, ASYNC_EARLY_FLUSH_BYTES);
+        flusher.early_bytes = 100;
         flusher.note_appended(99);
         assert!(!flusher.state.lock().unwrap().dirty_signal);
         flusher.note_appended(100);
@@ -369,7 +405,9 @@ mod tests {
     fn async_mode_answers_waiters_and_flushes_everything_on_shutdown() {
         let log = fake();
         // A long interval: only the dirty signal or shutdown can trigger a flush.
-        let flusher = Arc::new(Flusher::new(FlushDiskType::Async, 3_600_000, 100, 0));
+        let mut flusher = Flusher::new(FlushDiskType::Async, 3_600_000, 100, 0);
+        flusher.early_bytes = 100;
+        let flusher = Arc::new(flusher);
         let h = spawn(flusher.clone(), log.clone()).unwrap();
         log.pos.store(150, Ordering::Release);
         flusher.note_appended(150);
