@@ -540,3 +540,52 @@ async fn queue_locks_are_exclusive_between_clients_until_released() {
     producer.shutdown().await;
     cluster.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_speaking_binary_headers_sends_and_consumes_with_properties_intact() {
+    let cluster = Cluster::start().await;
+    let binary = |name: &str| {
+        let mut c = cluster.config(name);
+        c.remoting.serialize_type = apogee_protocol::SerializeType::RocketMq;
+        c
+    };
+    let producer = Producer::builder()
+        .client_config(binary("binary"))
+        .start()
+        .await
+        .unwrap();
+    create_topic(&cluster, &producer, "ItBinary").await;
+    let sent = producer
+        .send(
+            Message::new("ItBinary", "über-body")
+                .with_tags("T")
+                .with_keys(["k1", "k2"])
+                .with_property("color", "grün"),
+        )
+        .await
+        .unwrap();
+    let batch = producer
+        .send_batch((0..3).map(|i| Message::new("ItBinary", format!("b-{i}")).with_tags("T")))
+        .await
+        .unwrap();
+    assert_eq!(batch.msg_id.split(',').count(), 3);
+    let consumer = LitePullConsumer::builder()
+        .group("BinaryGroup")
+        .client_config(binary("binary"))
+        .consume_from_where(ConsumeFromWhere::ConsumeFromFirstOffset)
+        .subscribe("ItBinary", "T")
+        .start()
+        .await
+        .unwrap();
+    let got = poll_until(&consumer, 4, |_| true).await;
+    let one = got
+        .iter()
+        .find(|m| m.msg_id == sent.msg_id)
+        .expect("the single message");
+    assert_eq!(body(one), "über-body");
+    assert_eq!(one.properties.get("color"), Some("grün"));
+    assert_eq!(one.properties.get("KEYS"), Some("k1 k2"));
+    consumer.shutdown().await;
+    producer.shutdown().await;
+    cluster.stop().await;
+}

@@ -164,9 +164,10 @@ impl RemotingClient {
     pub async fn invoke(
         &self,
         addr: &str,
-        request: RemotingCommand,
+        mut request: RemotingCommand,
         timeout: Duration,
     ) -> Result<RemotingCommand, RemotingError> {
+        request.serialize_type = self.inner.config.serialize_type;
         if let Some(conn) = self.ready_connection(addr) {
             return conn.invoke(request, timeout).await;
         }
@@ -196,8 +197,9 @@ impl RemotingClient {
     pub async fn invoke_oneway(
         &self,
         addr: &str,
-        request: RemotingCommand,
+        mut request: RemotingCommand,
     ) -> Result<(), RemotingError> {
+        request.serialize_type = self.inner.config.serialize_type;
         let conn = match self.ready_connection(addr) {
             Some(conn) => conn,
             None => {

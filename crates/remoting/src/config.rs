@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use apogee_protocol::command::DEFAULT_MAX_FRAME_BYTES;
+use apogee_protocol::SerializeType;
 
 /// Limits and timeouts shared by [`RemotingServer`](crate::RemotingServer) and
 /// [`RemotingClient`](crate::RemotingClient). Fields that only make sense on one side say so.
@@ -37,6 +38,10 @@ pub struct RemotingConfig {
     /// before it closes the remaining connections. Matches the default request timeout, after which
     /// a waiting client has given up anyway.
     pub shutdown_grace_ms: u64,
+    /// Client only: how request headers are encoded. RocketMQ clients send JSON unless
+    /// `rocketmq.serialize.type` (or `-Drocketmq.serialize.type`) says `ROCKETMQ`, the binary form;
+    /// servers answer in the form of each request.
+    pub serialize_type: SerializeType,
 }
 
 impl Default for RemotingConfig {
@@ -51,6 +56,7 @@ impl Default for RemotingConfig {
             request_timeout_ms: 3_000,
             connect_timeout_ms: 3_000,
             shutdown_grace_ms: 3_000,
+            serialize_type: SerializeType::Json,
         }
     }
 }

@@ -86,6 +86,17 @@ pub struct BenchArgs {
     /// After the producers stop, how long consumers may take to receive everything sent.
     #[arg(long, default_value_t = 30)]
     pub drain_timeout_secs: u64,
+    /// Request header encoding, as Java clients' `rocketmq.serialize.type`: `json` (their
+    /// default) or `rocketmq` (the binary form).
+    #[arg(long, value_enum, default_value_t = HeaderEncoding::Json)]
+    pub serialize_type: HeaderEncoding,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderEncoding {
+    Json,
+    Rocketmq,
 }
 
 /// The JSON result.
@@ -171,6 +182,10 @@ fn client_config(args: &BenchArgs, role: &str) -> ClientConfig {
     // A distinct instance name gives every client its own connection, as separate processes
     // would have.
     config.instance_name = format!("apogee-bench-{}-{role}", std::process::id());
+    config.remoting.serialize_type = match args.serialize_type {
+        HeaderEncoding::Json => apogee_protocol::SerializeType::Json,
+        HeaderEncoding::Rocketmq => apogee_protocol::SerializeType::RocketMq,
+    };
     config
 }
 
