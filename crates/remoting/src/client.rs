@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apogee_protocol::RemotingCommand;
+use apogee_protocol::{RemotingCommand, SerializeType};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -160,6 +160,14 @@ impl RemotingClient {
         }
     }
 
+    /// A client configured for the binary header form sends every request in it; otherwise each
+    /// request keeps the form it was built with (JSON unless the caller chose).
+    fn apply_serialize_type(&self, request: &mut RemotingCommand) {
+        if self.inner.config.serialize_type == SerializeType::RocketMq {
+            request.serialize_type = SerializeType::RocketMq;
+        }
+    }
+
     /// Sends `request` to `addr` and waits for its response; `timeout` covers connecting too.
     pub async fn invoke(
         &self,
@@ -167,7 +175,7 @@ impl RemotingClient {
         mut request: RemotingCommand,
         timeout: Duration,
     ) -> Result<RemotingCommand, RemotingError> {
-        request.serialize_type = self.inner.config.serialize_type;
+        self.apply_serialize_type(&mut request);
         if let Some(conn) = self.ready_connection(addr) {
             return conn.invoke(request, timeout).await;
         }
@@ -199,7 +207,7 @@ impl RemotingClient {
         addr: &str,
         mut request: RemotingCommand,
     ) -> Result<(), RemotingError> {
-        request.serialize_type = self.inner.config.serialize_type;
+        self.apply_serialize_type(&mut request);
         let conn = match self.ready_connection(addr) {
             Some(conn) => conn,
             None => {

@@ -38,9 +38,9 @@ pub struct RemotingConfig {
     /// before it closes the remaining connections. Matches the default request timeout, after which
     /// a waiting client has given up anyway.
     pub shutdown_grace_ms: u64,
-    /// Client only: how request headers are encoded. RocketMQ clients send JSON unless
-    /// `rocketmq.serialize.type` (or `-Drocketmq.serialize.type`) says `ROCKETMQ`, the binary form;
-    /// servers answer in the form of each request.
+    /// Client only: `RocketMq` sends every request with the binary header form, as RocketMQ clients
+    /// do when `rocketmq.serialize.type` says `ROCKETMQ`; `Json` (their default) leaves each request
+    /// in the form it was built with. Servers answer in the form of each request.
     pub serialize_type: SerializeType,
 }
 

@@ -878,6 +878,14 @@ async fn responses_use_the_serialize_type_of_the_request() {
             .await
             .unwrap();
         assert_eq!(resp.serialize_type, SerializeType::RocketMq);
+        // A client configured for the binary form sends a plain (JSON-built) request in it.
+        let binary = RemotingClient::new(RemotingConfig {
+            serialize_type: SerializeType::RocketMq,
+            ..config()
+        });
+        let resp = binary.invoke(&addr, request(ECHO, 4), LONG).await.unwrap();
+        assert_eq!(resp.serialize_type, SerializeType::RocketMq);
+        assert_eq!(resp.ext_fields.get("n"), Some("4"));
     })
     .await;
 }
