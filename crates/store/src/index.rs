@@ -439,11 +439,15 @@ impl IndexService {
     }
 
     pub fn flush(&self) -> Result<()> {
-        let files = self.files.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = files.last() {
-            f.seg
-                .sync()
-                .map_err(|e| StoreError::io(f.seg.path().display(), e))?;
+        // Not under the lock: every append's index put takes it, and an fdatasync of a large
+        // index file can take milliseconds (it used to stall all appends once a second).
+        let last = {
+            let files = self.files.read().unwrap_or_else(|p| p.into_inner());
+            files.last().map(|f| Arc::clone(&f.seg))
+        };
+        if let Some(seg) = last {
+            seg.sync()
+                .map_err(|e| StoreError::io(seg.path().display(), e))?;
         }
         Ok(())
     }
