@@ -532,6 +532,47 @@ pub(crate) fn pop_request(
     })
 }
 
+/// The one topic of a SendMessage request: every message must name the same one.
+pub(crate) fn send_topic(request: &pb::SendMessageRequest) -> RpcResult<String> {
+    let Some(first) = request.messages.first() else {
+        return Err(RpcError::new(
+            pb::Code::MessageCorrupted,
+            "no message to send",
+        ));
+    };
+    let topic = required_name(&first.topic, "topic")?;
+    if request
+        .messages
+        .iter()
+        .any(|m| m.topic.as_ref().map(|t| t.name.as_str()) != Some(topic))
+    {
+        return Err(RpcError::new(
+            pb::Code::MessageCorrupted,
+            "topic in message is not same",
+        ));
+    }
+    Ok(topic.to_owned())
+}
+
+/// RocketMQ 5's check that a message's type (from its properties) is the one its topic accepts.
+pub(crate) fn check_message_type(
+    topic_type: TopicMessageType,
+    props: &MessageProperties,
+) -> RpcResult<()> {
+    let message_type = TopicMessageType::of_properties(props);
+    if topic_type == TopicMessageType::Mixed || message_type == topic_type {
+        return Ok(());
+    }
+    Err(RpcError::new(
+        pb::Code::MessagePropertyConflictWithType,
+        format!(
+            "TopicMessageType validate failed, the expected type is {}, but actual type is {}",
+            topic_type.name(),
+            message_type.name()
+        ),
+    ))
+}
+
 /// The status of a SendMessage answer: the entries' common status, MULTIPLE_RESULTS otherwise.
 pub(crate) fn send_status(entries: &[pb::SendResultEntry]) -> pb::Status {
     let mut codes: Vec<i32> = entries

@@ -33,9 +33,9 @@ use apogee_protocol::RemotingCommand;
 
 use crate::backend::{BackendStream, MessagingBackend, RequestContext};
 use crate::convert::{
-    build_send, check_invisible_ms, duration_ms, endpoints_of, map_broker_error, map_pop_error,
-    overall_status, pop_request, popped_to_pb, required_name, resource, send_status, timestamp,
-    timestamp_ms, to_pb_message,
+    build_send, check_invisible_ms, check_message_type, duration_ms, endpoints_of,
+    map_broker_error, map_pop_error, overall_status, pop_request, popped_to_pb, required_name,
+    resource, send_status, send_topic, timestamp, timestamp_ms, to_pb_message,
 };
 pub use crate::convert::{
     consistent_hash, java_string_hash, TopicMessageType, AUTO_RENEW_INVISIBLE_MS, MAX_INVISIBLE_MS,
@@ -194,19 +194,8 @@ impl LocalBackend {
             .unwrap_or_default();
         let built = build_send(&topic, message, ctx.remote_addr)?;
         let mut send = built.send;
-        let message_type = TopicMessageType::of_properties(&send.properties);
-        if self.validate_message_type
-            && topic_type != TopicMessageType::Mixed
-            && message_type != topic_type
-        {
-            return Err(RpcError::new(
-                pb::Code::MessagePropertyConflictWithType,
-                format!(
-                    "TopicMessageType validate failed, the expected type is {}, but actual type is {}",
-                    topic_type.name(),
-                    message_type.name()
-                ),
-            ));
+        if self.validate_message_type {
+            check_message_type(topic_type, &send.properties)?;
         }
         if let Some(group) = send.properties.get(keys::SHARDING_KEY) {
             if write_queues > 0 {
@@ -324,23 +313,7 @@ impl MessagingBackend for LocalBackend {
         ctx: &RequestContext,
         request: pb::SendMessageRequest,
     ) -> RpcResult<pb::SendMessageResponse> {
-        let Some(first) = request.messages.first() else {
-            return Err(RpcError::new(
-                pb::Code::MessageCorrupted,
-                "no message to send",
-            ));
-        };
-        let topic = required_name(&first.topic, "topic")?.to_owned();
-        if request
-            .messages
-            .iter()
-            .any(|m| m.topic.as_ref().map(|t| t.name.as_str()) != Some(topic.as_str()))
-        {
-            return Err(RpcError::new(
-                pb::Code::MessageCorrupted,
-                "topic in message is not same",
-            ));
-        }
+        let topic = send_topic(&request)?;
         let config = self.topic_or_template(&topic)?;
         let topic_type = TopicMessageType::of(&config);
         let mut entries = Vec::with_capacity(request.messages.len());

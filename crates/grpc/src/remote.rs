@@ -61,9 +61,10 @@ use tracing::{debug, warn};
 use crate::backend::{BackendStream, MessagingBackend, OfflineReason, RequestContext};
 use crate::config::GroupPolicy;
 use crate::convert::{
-    build_send, check_invisible_ms, consistent_hash, duration_ms, endpoints_of, java_string_hash,
-    map_broker_error, map_recall_error, overall_status, pop_request, popped_to_pb, required_name,
-    resource, send_status, timestamp, timestamp_ms, to_pb_message, TopicMessageType,
+    build_send, check_invisible_ms, check_message_type, consistent_hash, duration_ms, endpoints_of,
+    java_string_hash, map_broker_error, map_recall_error, overall_status, pop_request,
+    popped_to_pb, required_name, resource, send_status, send_topic, timestamp, timestamp_ms,
+    to_pb_message, TopicMessageType,
 };
 use crate::pb;
 use crate::session::{ClientSession, SessionRegistry};
@@ -768,19 +769,8 @@ impl Inner {
             .unwrap_or_default();
         let built = build_send(&topic, message, ctx.remote_addr)?;
         let send = built.send;
-        let message_type = TopicMessageType::of_properties(&send.properties);
-        if self.config.validate_message_type
-            && topic_type != TopicMessageType::Mixed
-            && message_type != topic_type
-        {
-            return Err(RpcError::new(
-                pb::Code::MessagePropertyConflictWithType,
-                format!(
-                    "TopicMessageType validate failed, the expected type is {}, but actual type is {}",
-                    topic_type.name(),
-                    message_type.name()
-                ),
-            ));
+        if self.config.validate_message_type {
+            check_message_type(topic_type, &send.properties)?;
         }
         if writable.is_empty() {
             return Err(RpcError::new(
@@ -1041,23 +1031,7 @@ impl MessagingBackend for RemoteBackend {
         ctx: &RequestContext,
         request: pb::SendMessageRequest,
     ) -> RpcResult<pb::SendMessageResponse> {
-        let Some(first) = request.messages.first() else {
-            return Err(RpcError::new(
-                pb::Code::MessageCorrupted,
-                "no message to send",
-            ));
-        };
-        let topic = required_name(&first.topic, "topic")?.to_owned();
-        if request
-            .messages
-            .iter()
-            .any(|m| m.topic.as_ref().map(|t| t.name.as_str()) != Some(topic.as_str()))
-        {
-            return Err(RpcError::new(
-                pb::Code::MessageCorrupted,
-                "topic in message is not same",
-            ));
-        }
+        let topic = send_topic(&request)?;
         let route = self.inner.route(&topic, false).await?;
         let topic_type = self.inner.topic_type(&topic, &route).await;
         let writable: Vec<RouteQueue> = route_queues(&route)
