@@ -13,7 +13,11 @@ use apogee_protocol::codes::request_code::UPDATE_AND_CREATE_TOPIC;
 use apogee_protocol::header::CreateTopicRequestHeader;
 use apogee_protocol::message::keys;
 use apogee_protocol::RemotingCommand;
+use pb_build::resource;
 use tonic::transport::Channel;
+
+#[path = "support/pb_build.rs"]
+mod pb_build;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -104,27 +108,8 @@ impl Setup {
     }
 }
 
-fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.into(),
-    })
-}
-
 fn message(topic: &str, id: &str, kind: pb::MessageType) -> pb::Message {
-    pb::Message {
-        topic: resource(topic),
-        user_properties: [("color".to_owned(), "blue".to_owned())].into(),
-        system_properties: Some(pb::SystemProperties {
-            tag: Some("TagA".into()),
-            keys: vec!["k1".into()],
-            message_id: id.into(),
-            body_encoding: pb::Encoding::Identity as i32,
-            message_type: kind as i32,
-            ..Default::default()
-        }),
-        body: format!("body of {id}").into_bytes(),
-    }
+    pb_build::message(topic, id, kind, None)
 }
 
 async fn send(setup: &mut Setup, msg: pb::Message) -> pb::SendMessageResponse {

@@ -19,10 +19,14 @@ use apogee_protocol::codes::request_code::{
 };
 use apogee_protocol::header::CreateTopicRequestHeader;
 use apogee_protocol::RemotingCommand;
+use pb_build::resource;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::Streaming;
+
+#[path = "support/pb_build.rs"]
+mod pb_build;
 
 /// Bound on waits for something the server must do on its own (a check-back, a delivery).
 const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -192,26 +196,8 @@ impl Setup {
     }
 }
 
-fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.into(),
-    })
-}
-
 fn message(topic: &str, id: &str, kind: pb::MessageType) -> pb::Message {
-    pb::Message {
-        topic: resource(topic),
-        user_properties: [("color".to_owned(), "blue".to_owned())].into(),
-        system_properties: Some(pb::SystemProperties {
-            tag: Some("TagA".into()),
-            message_id: id.into(),
-            body_encoding: pb::Encoding::Identity as i32,
-            message_type: kind as i32,
-            ..Default::default()
-        }),
-        body: format!("body of {id}").into_bytes(),
-    }
+    pb_build::message(topic, id, kind, None)
 }
 
 fn producer_settings(topic: &str) -> pb::Settings {

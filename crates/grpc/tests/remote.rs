@@ -19,11 +19,15 @@ use apogee_protocol::codes::{request_code, response_code};
 use apogee_protocol::header::{CreateTopicRequestHeader, GetRouteInfoRequestHeader};
 use apogee_protocol::RemotingCommand;
 use apogee_remoting::{RemotingClient, RemotingConfig};
+use pb_build::{message, resource};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
+
+#[path = "support/pb_build.rs"]
+mod pb_build;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -180,30 +184,6 @@ impl Cluster {
             b.shutdown().await.expect("broker stops");
         }
         self.ns.shutdown().await;
-    }
-}
-
-fn resource(name: &str) -> Option<pb::Resource> {
-    Some(pb::Resource {
-        resource_namespace: String::new(),
-        name: name.into(),
-    })
-}
-
-fn message(topic: &str, id: &str, kind: pb::MessageType, group: Option<&str>) -> pb::Message {
-    pb::Message {
-        topic: resource(topic),
-        user_properties: [("color".to_owned(), "blue".to_owned())].into(),
-        system_properties: Some(pb::SystemProperties {
-            tag: Some("TagA".into()),
-            keys: vec!["k1".into()],
-            message_id: id.into(),
-            body_encoding: pb::Encoding::Identity as i32,
-            message_type: kind as i32,
-            message_group: group.map(str::to_owned),
-            ..Default::default()
-        }),
-        body: format!("body of {id}").into_bytes(),
     }
 }
 
