@@ -265,19 +265,6 @@ impl LocalServices {
         self.inner.transactions.set_check_hook(hook);
     }
 
-    /// Whether delay messages with a delivery time go through the timer wheel (and can be
-    /// recalled).
-    pub fn timers_enabled(&self) -> bool {
-        self.inner.config.timer_wheel_enable
-    }
-
-    /// Longest delay the timer accepts (`timerMaxDelaySec`), in milliseconds.
-    pub fn timer_max_delay_ms(&self) -> i64 {
-        i64::try_from(self.inner.config.timer_max_delay_sec)
-            .unwrap_or(i64::MAX)
-            .saturating_mul(1000)
-    }
-
     /// Cancels the pending timer message of `topic` whose UNIQ_KEY is `uniq_key` (RecallMessage).
     /// The timer service reads the delete marker on its next poll, before the message's tick.
     pub async fn cancel_timer_message(
