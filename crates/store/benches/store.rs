@@ -738,8 +738,10 @@ fn main() {
     if run("append") {
         bench_append(&root, &mut report);
     }
-    if run("sync") {
+    if run("sync") || run("sync-threads") {
         bench_sync(&root, &mut report);
+    }
+    if run("sync") || run("sync-cb") {
         bench_sync_callbacks(&root, &mut report, 2, 32);
     }
     if run("read") {

@@ -29,6 +29,9 @@ pub(crate) trait Flushable: Send + Sync + 'static {
     fn write_position(&self) -> u64;
     /// Makes `[from, to)` durable.
     fn sync_range(&self, from: u64, to: u64) -> std::io::Result<()>;
+    /// Called by the sync-flush loop after each round's waiters were answered, while their writers
+    /// queue again: room for upkeep that should not sit inside an fdatasync's wait.
+    fn between_rounds(&self) {}
     /// Called after a failed sync: the log must stop accepting writes.
     fn on_flush_error(&self, err: &std::io::Error);
 }
@@ -254,8 +257,12 @@ impl Flusher {
                 let arrived = self.state.lock().map(|st| st.waiters.len()).unwrap_or(0);
                 expected = next_gather_target(batch.len(), arrived, timed_out);
             }
+            let answered = !batch.is_empty();
             for (offset, cb) in batch {
                 cb(ok && self.flushed_offset() >= offset);
+            }
+            if self.mode == FlushDiskType::Sync && answered && ok {
+                log.between_rounds();
             }
             if shutdown {
                 let rest = {
@@ -298,6 +305,8 @@ mod tests {
         syncs: AtomicU64,
         fail: AtomicBool,
         errors: AtomicU64,
+        /// Every call of `between_rounds`, with the flushed position the log had synced by then.
+        upkeep: Mutex<Vec<u64>>,
     }
 
     impl Flushable for FakeLog {
@@ -312,6 +321,12 @@ mod tests {
                 Ok(())
             }
         }
+        fn between_rounds(&self) {
+            self.upkeep
+                .lock()
+                .unwrap()
+                .push(self.syncs.load(Ordering::Acquire));
+        }
         fn on_flush_error(&self, _err: &std::io::Error) {
             self.errors.fetch_add(1, Ordering::AcqRel);
         }
@@ -323,7 +338,44 @@ mod tests {
             syncs: AtomicU64::new(0),
             fail: AtomicBool::new(false),
             errors: AtomicU64::new(0),
+            upkeep: Mutex::new(Vec::new()),
         })
+    }
+
+    #[test]
+    fn upkeep_runs_after_answered_sync_rounds_only() {
+        let log = fake();
+        let flusher = Arc::new(Flusher::new(FlushDiskType::Sync, 10_000, 0, 0));
+        let h = spawn(flusher.clone(), log.clone()).unwrap();
+        for i in 1..=3u64 {
+            log.pos.store(i * 10, Ordering::Release);
+            let (tx, rx) = mpsc::channel();
+            flusher.wait_for(i * 10, Box::new(move |ok| tx.send(ok).unwrap()));
+            assert!(rx.recv().unwrap());
+        }
+        flusher.shutdown();
+        h.join().unwrap();
+        // Once per round, each after that round's fsync (never before the first one).
+        let upkeep = log.upkeep.lock().unwrap().clone();
+        assert_eq!(upkeep.len() as u64, log.syncs.load(Ordering::Acquire));
+        assert!(upkeep
+            .iter()
+            .zip(1..)
+            .all(|(&synced, round)| synced == round));
+
+        // Async flush has no rounds to fit upkeep between.
+        let log = fake();
+        let flusher = Arc::new(Flusher::new(FlushDiskType::Async, 10_000, 0, 0));
+        let h = spawn(flusher.clone(), log.clone()).unwrap();
+        log.pos.store(10, Ordering::Release);
+        let (tx, rx) = mpsc::channel();
+        flusher.note_appended(10);
+        flusher.wait_for(10, Box::new(move |ok| tx.send(ok).unwrap()));
+        flusher.shutdown();
+        assert!(rx.recv().unwrap());
+        h.join().unwrap();
+        assert!(log.syncs.load(Ordering::Acquire) >= 1);
+        assert!(log.upkeep.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -32,7 +32,7 @@ use crate::consume_queue::{ConsumeQueue, CqEntry};
 use crate::error::{Result, StoreError};
 use crate::flush::{self, FlushCallback, FlushStats, Flusher};
 use crate::index::{IndexMark, IndexService};
-use crate::warm::{WarmStep, Warmer};
+use crate::warm::Warmer;
 use crate::SCHEDULE_TOPIC;
 
 /// Called after every append with (topic, queueId, new max logical offset): the long-polling hook.
@@ -282,14 +282,10 @@ impl MessageStore {
         if inner.config.commitlog_warm_ahead_bytes > 0
             && inner.config.flush_disk_type == FlushDiskType::Sync
         {
-            inner.commitlog.set_prefault_ahead(false);
-            let inner = inner.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("apogee-warm".into())
-                    .spawn(move || inner.warm_loop())
-                    .map_err(|e| StoreError::io("apogee-warm", e))?,
-            );
+            inner.commitlog.set_warmer(Warmer::new(
+                inner.config.commitlog_warm_ahead_bytes,
+                inner.config.commitlog_segment_bytes,
+            ));
         }
         Ok(MessageStore {
             inner,
@@ -600,7 +596,6 @@ impl MessageStore {
             *m.lock().unwrap_or_else(|p| p.into_inner()) = true;
             c.notify_all();
         }
-        self.inner.commitlog.warm_wake();
         self.inner.flusher.shutdown();
         for t in self
             .threads
@@ -629,9 +624,6 @@ impl Drop for MessageStore {
         }
     }
 }
-
-/// Longest the CommitLog warmer sleeps without being woken by the writer.
-const WARM_POLL: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Copy)]
 enum Job {
@@ -1181,28 +1173,6 @@ impl Inner {
             .unwrap_or_else(|p| p.into_inner())
             .write(data)
             .map_err(|e| StoreError::io("checkpoint", e))
-    }
-
-    /// Sync flush: keeps the CommitLog's blocks ahead of the writer warmed (see `warm.rs`).
-    fn warm_loop(&self) {
-        let mut warmer = Warmer::new(
-            self.config.commitlog_warm_ahead_bytes,
-            self.config.commitlog_segment_bytes,
-        );
-        let stopped = || *self.stop.0.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            while self.commitlog.warm_step(&mut warmer) == WarmStep::Warmed {
-                if stopped() {
-                    return;
-                }
-            }
-            if warmer.is_disabled() || stopped() {
-                return;
-            }
-            // Woken by the writer nearing the end of the warmed stretch; the timeout covers a new
-            // segment (the warmer does not create them) and shutdown.
-            self.commitlog.warm_wait(&warmer, WARM_POLL);
-        }
     }
 
     fn background(&self, job: Job) {

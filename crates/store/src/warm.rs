@@ -3,10 +3,15 @@
 //! Segments are preallocated with `fallocate`, which leaves *unwritten* extents. The first write to
 //! an unwritten block has to convert it, and on ext4 an `fdatasync` that covers a conversion must
 //! also commit the journal: on the machines we measure, that doubles the cost of every group-commit
-//! fsync (about 250 µs instead of 120 µs for 60 KiB). A background thread therefore writes zeros
-//! a few MiB ahead of the writer and syncs them, so that by the time records land there the blocks
-//! are ordinary written blocks (and their pages are already in the page cache) and a sync-flush
-//! fsync only writes data.
+//! fsync (about 250 µs instead of 120 µs for 60 KiB). The flusher therefore writes zeros a few MiB
+//! ahead of the writer, one chunk (1 MiB) in a round now and then, so that by the time records land
+//! there the blocks are ordinary written blocks (and their pages are already in the page cache) and
+//! most group-commit fsyncs only write data. The round that carries a chunk pays for its
+//! conversion; one round in about sixteen at 64 KiB per round.
+//!
+//! Why in the flusher and not in a thread of its own: a warming thread's writeback and journal
+//! commits land in the middle of other rounds' fdatasyncs at random (an fdatasync waits for every
+//! page of the file under writeback), which doubled the p99 of sync sends for the same throughput.
 //!
 //! The writer and the warmer must never touch the same bytes: zeros written over a range the
 //! writer has filled would replace the records. The [`WarmFence`] keeps
@@ -17,13 +22,13 @@
 
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use crate::segment::Segment;
 
-/// Largest warming write (smaller segments use a sixteenth of their size).
-pub(crate) const WARM_CHUNK: u64 = 4 << 20;
+/// Largest warming write (smaller segments use a sixteenth of their size). Larger chunks make the
+/// round that carries one stall longer; smaller ones make more rounds pay for a journal commit.
+pub(crate) const WARM_CHUNK: u64 = 1 << 20;
 const PAGE: u64 = 4096;
 
 pub(crate) struct WarmFence {
@@ -31,9 +36,6 @@ pub(crate) struct WarmFence {
     touched: AtomicU64,
     /// End of the last chunk the warmer finished (0 before the first).
     warmed: AtomicU64,
-    /// The writer wakes the warmer once it writes past this offset.
-    wake_at: AtomicU64,
-    wake: (Mutex<bool>, Condvar),
     /// Start of the chunk being warmed, or `u64::MAX` when the warmer is idle.
     busy: AtomicU64,
     /// Held by the warmer for the whole of one chunk.
@@ -45,8 +47,6 @@ impl WarmFence {
         WarmFence {
             touched: AtomicU64::new(0),
             warmed: AtomicU64::new(0),
-            wake_at: AtomicU64::new(0),
-            wake: (Mutex::new(false), Condvar::new()),
             busy: AtomicU64::new(u64::MAX),
             lock: Mutex::new(()),
         }
@@ -59,42 +59,11 @@ impl WarmFence {
         if self.busy.load(Ordering::SeqCst) < end {
             drop(self.lock.lock().unwrap_or_else(|p| p.into_inner()));
         }
-        if end >= self.wake_at.load(Ordering::Relaxed) {
-            self.wake_at.store(u64::MAX, Ordering::Relaxed);
-            let mut woken = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
-            *woken = true;
-            self.wake.1.notify_one();
-        }
     }
 
     /// End of the warmed stretch ahead of the writer: pages below it need no prefault.
     pub fn warmed(&self) -> u64 {
         self.warmed.load(Ordering::Acquire)
-    }
-
-    /// Warmer side: sleeps until the writer passes `wake_at`, `timeout` passes or
-    /// [`WarmFence::wake_now`] is called.
-    pub fn wait(&self, wake_at: u64, timeout: Duration) {
-        let mut woken = self.wake.0.lock().unwrap_or_else(|p| p.into_inner());
-        self.wake_at.store(wake_at, Ordering::Relaxed);
-        if self.touched() >= wake_at {
-            return;
-        }
-        if !*woken {
-            woken = self
-                .wake
-                .1
-                .wait_timeout(woken, timeout)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        *woken = false;
-    }
-
-    /// Wakes a waiting warmer (shutdown).
-    pub fn wake_now(&self) {
-        *self.wake.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.wake.1.notify_all();
     }
 
     /// Records that everything below `end` is (or may be) data, without waiting: for recovery and
@@ -113,7 +82,7 @@ impl WarmFence {
     }
 }
 
-/// The warmer's own state (one thread).
+/// The warmer's state (owned by the flusher).
 pub(crate) struct Warmer {
     /// Everything below this offset was warmed or already touched by the writer.
     warmed: u64,
@@ -141,12 +110,6 @@ impl Warmer {
             chunk: (segment_bytes / 16).clamp(PAGE, WARM_CHUNK) / PAGE * PAGE,
             disabled: Arc::new(AtomicBool::new(ahead == 0)),
         }
-    }
-
-    /// Where the writer should wake the warmer again: half the window before its end.
-    pub fn wake_at(&self, fence: &WarmFence) -> u64 {
-        let end = self.warmed.max(fence.touched() + self.ahead);
-        end.saturating_sub(self.ahead / 2)
     }
 
     pub fn is_disabled(&self) -> bool {
@@ -201,9 +164,8 @@ impl Warmer {
         // SAFETY: the fence guarantees the writer touches nothing in `start..end` until the chunk
         // is done, and everything there lies above what it ever wrote (zeros only).
         unsafe { seg.prefault(from, (end - start) as usize)? };
-        // Writes the zeros back and commits the extent conversion now, not inside a writer's
-        // group-commit fsync.
-        seg.sync()
+        // No sync here: the flush round that runs this step syncs right after.
+        Ok(())
     }
 }
 
