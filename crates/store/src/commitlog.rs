@@ -29,6 +29,9 @@ const PREFAULT_BYTES: u64 = 512 * 1024;
 /// shootdown when the flusher writes them back (costly inter-processor interrupts in a VM).
 const PWRITE_MIN_BYTES: usize = 8 * 1024;
 
+/// The flusher unmaps written pages once at least this much was written since it last did.
+const UNMAP_MIN_BYTES: u64 = 1 << 20;
+
 /// Proof that the caller is the single writer. Only the store creates one, inside its append mutex.
 pub(crate) struct WriterToken(());
 
@@ -58,6 +61,9 @@ pub(crate) struct CommitLog {
     prefault_ahead: AtomicBool,
     /// Sync flush: the extent warmer, run by the flusher between rounds.
     warmer: Mutex<Option<Warmer>>,
+    /// Whole pages below this offset were dropped from the mapping before a flush (see
+    /// [`Segment::unmap`]); the flusher moves it.
+    unmapped: AtomicU64,
 }
 
 /// What a recovery scan learns about one record: its length, and whether it is valid.
@@ -84,6 +90,7 @@ impl CommitLog {
             fence: WarmFence::new(),
             prefault_ahead: AtomicBool::new(true),
             warmer: Mutex::new(None),
+            unmapped: AtomicU64::new(0),
         }
     }
 
@@ -126,6 +133,7 @@ impl CommitLog {
         let min = names.first().copied().unwrap_or(0);
         self.min_offset.store(min, Ordering::Release);
         self.write_pos.store(min, Ordering::Release);
+        self.unmapped.store(min, Ordering::Release);
         // Until recovery finds the real end, treat every loaded segment as data.
         self.fence
             .raise(names.last().map_or(min, |s| s + self.segment_bytes));
@@ -222,6 +230,7 @@ impl CommitLog {
         }
         self.write_pos.store(end, Ordering::Release);
         self.prefaulted.store(end, Ordering::Relaxed);
+        self.unmapped.store(end, Ordering::Release);
         self.fence.reset(end);
         if segs.is_empty() {
             self.min_offset.store(end, Ordering::Release);
@@ -434,7 +443,19 @@ impl Flushable for CommitLog {
     }
 
     fn sync_range(&self, from: u64, to: u64) -> std::io::Result<()> {
-        for seg in self.segments() {
+        let segs = self.segments();
+        // Pages below `to` (the published position when the flush started) are never written
+        // again: drop them from the mapping so writeback need not write-protect them one by one.
+        let unmapped = self.unmapped.load(Ordering::Acquire);
+        if to >= unmapped + UNMAP_MIN_BYTES {
+            for seg in segs.iter().filter(|s| s.end() > unmapped && s.start() < to) {
+                let a = unmapped.max(seg.start());
+                let b = to.min(seg.end());
+                seg.unmap((a - seg.start()) as usize, (b - a) as usize);
+            }
+            self.unmapped.store(to / 4096 * 4096, Ordering::Release);
+        }
+        for seg in segs {
             if seg.end() > from && seg.start() < to {
                 seg.sync()?;
             }

@@ -305,10 +305,10 @@ impl ConsumeQueue {
         if max <= flushed {
             return Ok(());
         }
+        let lo = flushed * CQ_ENTRY_BYTES;
+        let hi = max * CQ_ENTRY_BYTES;
         let files: Vec<Arc<Segment>> = {
             let files = self.files.read().unwrap_or_else(|p| p.into_inner());
-            let lo = flushed * CQ_ENTRY_BYTES;
-            let hi = max * CQ_ENTRY_BYTES;
             files
                 .iter()
                 .filter(|s| s.end() > lo && s.start() < hi)
@@ -316,6 +316,10 @@ impl ConsumeQueue {
                 .collect()
         };
         for seg in files {
+            // Entries below `hi` are never written again: unmapped first, their pages need no
+            // write-protection one by one at writeback (see `Segment::unmap`).
+            let (a, b) = (lo.max(seg.start()), hi.min(seg.end()));
+            seg.unmap((a - seg.start()) as usize, (b - a) as usize);
             seg.sync()
                 .map_err(|e| StoreError::io(seg.path().display(), e))?;
         }
