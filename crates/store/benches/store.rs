@@ -7,7 +7,8 @@
 //! APOGEE_BENCH_RECOVERY_GIB=4 cargo bench -p apogee-store --bench store -- recovery
 //! ```
 //!
-//! Sections: `append`, `sync`, `read`, `recovery`. Knobs (environment):
+//! Sections: `append`, `sync` (both of `sync-threads`: 64 blocking writer threads, and `sync-cb`:
+//! appends in flight answered by callbacks), `read`, `recovery`. Knobs (environment):
 //! - `APOGEE_BENCH_DIR`: where stores are created (default: the system temp dir unless it is tmpfs,
 //!   else cargo's target tmp dir). Must be on the disk being measured.
 //! - `APOGEE_BENCH_APPEND_GIB` (2): bytes appended per append variant.
