@@ -26,7 +26,7 @@ pub struct StoreConfig {
     pub index_entries: u32,
     pub flush_disk_type: FlushDiskType,
     /// Sync flush only: how far ahead of the writer the flusher turns the segment's preallocated
-    /// blocks into written zeros between group commits, so most of them need no journal commit
+    /// blocks into written zeros between group commits, so most of them need no metadata write
     /// (see `warm.rs`). 0 switches it off (the writer then prefaults for itself).
     pub commitlog_warm_ahead_bytes: u64,
     /// Async flush period (`flushIntervalCommitLog`).

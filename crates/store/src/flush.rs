@@ -305,7 +305,7 @@ mod tests {
         syncs: AtomicU64,
         fail: AtomicBool,
         errors: AtomicU64,
-        /// Every call of `between_rounds`, with the flushed position the log had synced by then.
+        /// Every call of `between_rounds`, with the number of syncs run by then.
         upkeep: Mutex<Vec<u64>>,
     }
 

@@ -2,15 +2,16 @@
 //!
 //! Segments are preallocated with `fallocate`, which leaves *unwritten* extents. The first write to
 //! an unwritten block has to convert it, and on ext4 an `fdatasync` that covers a conversion must
-//! also commit the journal: on the machines we measure, that doubles the cost of every group-commit
-//! fsync (about 250 µs instead of 120 µs for 60 KiB). The flusher therefore writes zeros a few MiB
+//! also make the changed extent metadata durable (a journal commit, or on a journal-less ext4 such
+//! as the one we measure on, a synchronous write of the inode's extent block): that doubles the
+//! cost of a group-commit fsync (about 250 µs instead of 120 µs for 60 KiB). The flusher therefore writes zeros a few MiB
 //! ahead of the writer, one chunk (1 MiB) in a round now and then, so that by the time records land
 //! there the blocks are ordinary written blocks (and their pages are already in the page cache) and
 //! most group-commit fsyncs only write data. The round that carries a chunk pays for its
 //! conversion; one round in about sixteen at 64 KiB per round.
 //!
-//! Why in the flusher and not in a thread of its own: a warming thread's writeback and journal
-//! commits land in the middle of other rounds' fdatasyncs at random (an fdatasync waits for every
+//! Why in the flusher and not in a thread of its own: a warming thread's writeback and metadata
+//! writes land in the middle of other rounds' fdatasyncs at random (an fdatasync waits for every
 //! page of the file under writeback), which doubled the p99 of sync sends for the same throughput.
 //!
 //! The writer and the warmer must never touch the same bytes: zeros written over a range the
@@ -27,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use crate::segment::Segment;
 
 /// Largest warming write (smaller segments use a sixteenth of their size). Larger chunks make the
-/// round that carries one stall longer; smaller ones make more rounds pay for a journal commit.
+/// round that carries one stall longer; smaller ones make more rounds pay for a metadata write.
 pub(crate) const WARM_CHUNK: u64 = 1 << 20;
 const PAGE: u64 = 4096;
 
