@@ -228,7 +228,7 @@ impl LocalServices {
 
     /// The broker-wide permission (`brokerPermission`).
     pub fn broker_permission(&self) -> i32 {
-        self.inner.config.broker_permission
+        self.inner.live.broker_permission()
     }
 
     /// The topic's config, if this broker has the topic.

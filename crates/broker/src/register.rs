@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apogee_protocol::body::{JsonBody, RegisterBrokerBody};
+use apogee_protocol::codes::perm;
 use apogee_protocol::codes::request_code::{REGISTER_BROKER, UNREGISTER_BROKER};
 use apogee_protocol::codes::response_code::SUCCESS;
 use apogee_protocol::header::{RegisterBrokerRequestHeader, UnRegisterBrokerRequestHeader};
@@ -23,9 +24,17 @@ use crate::broker::BrokerInner;
 const UNREGISTER_TIMEOUT_MS: u64 = 3_000;
 
 /// The REGISTER_BROKER request for the broker's current topics, and the topic data version
-/// (counter) it carries.
+/// (counter) it carries. A broker that is not both readable and writable (`brokerPermission`)
+/// registers every topic with its permission masked by the broker's, as RocketMQ does, so that
+/// routes steer producers (or consumers) away from it.
 pub(crate) fn register_request(inner: &BrokerInner) -> Option<(RemotingCommand, i64)> {
-    let wrapper = inner.topics.wrapper();
+    let mut wrapper = inner.topics.wrapper();
+    let broker_perm = inner.live.broker_permission();
+    if !perm::is_writeable(broker_perm) || !perm::is_readable(broker_perm) {
+        for config in wrapper.topic_config_table.values_mut() {
+            config.perm &= broker_perm;
+        }
+    }
     let version = wrapper.data_version.counter;
     let body = RegisterBrokerBody {
         filter_server_list: Vec::new(),

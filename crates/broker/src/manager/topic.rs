@@ -164,6 +164,12 @@ impl TopicConfigManager {
         lock(&self.state).table.keys().cloned().collect()
     }
 
+    /// Moves the data version on without changing a topic, so name servers take the next
+    /// registration's topic data again (after a change to `brokerPermission`).
+    pub fn bump_data_version(&self) {
+        lock(&self.state).data_version.next_version(now_ms(), 0);
+    }
+
     /// Everything, as registered with name servers and served by GET_ALL_TOPIC_CONFIG.
     pub fn wrapper(&self) -> TopicConfigSerializeWrapper {
         let s = lock(&self.state);

@@ -308,7 +308,9 @@ fn update_broker_config(b: &BrokerInner, req: &RemotingCommand) -> RemotingComma
         .iter()
         .any(|s| matches!(s, Setting::BrokerPermission(_)))
     {
-        // Name servers hear about the broker again at once.
+        // Name servers hear about the broker again at once, with a new data version so that
+        // they take the masked topic permissions.
+        b.topics.bump_data_version();
         b.topics_changed.notify_one();
     }
     if !settings.is_empty() {

@@ -45,7 +45,7 @@ fn send_back(
             format!("subscription group not exist, {}", h.group),
         ));
     };
-    if !perm::is_writeable(b.config.broker_permission) {
+    if !perm::is_writeable(b.live.broker_permission()) {
         return Err(respond(
             NO_PERMISSION,
             format!(

@@ -234,3 +234,58 @@ async fn the_broker_has_registered_its_topics_when_start_returns() {
     b.stop().await;
     drop(ns);
 }
+
+/// The next REGISTER_BROKER whose topic data is newer than `after`.
+async fn next_registration_after(
+    rx: &mut mpsc::UnboundedReceiver<RemotingCommand>,
+    after: i64,
+) -> RegisterBrokerBody {
+    loop {
+        let r = next(rx).await;
+        if r.code != rc::REGISTER_BROKER {
+            continue;
+        }
+        let body = RegisterBrokerBody::decode(&r.body).unwrap();
+        if body.topic_config_serialize_wrapper.data_version.counter > after {
+            return body;
+        }
+    }
+}
+
+#[tokio::test]
+async fn broker_permission_changes_reach_the_name_server_as_topic_permissions() {
+    let (ns, mut rx) = fake_namesrv().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(dir.path());
+    c.namesrv_addrs = vec![ns.local_addr().to_string()];
+    let b = TestBroker::start(c).await;
+    let first = next_registration_after(&mut rx, -1).await;
+    let topics = &first.topic_config_serialize_wrapper.topic_config_table;
+    assert_eq!(topics["TBW102"].perm, 7);
+    let v0 = first.topic_config_serialize_wrapper.data_version.counter;
+
+    // Read-only (draining a broker before taking it out): every topic loses its write bit.
+    let set = |p: &str| {
+        RemotingCommand::request(rc::UPDATE_BROKER_CONFIG)
+            .with_body(format!("brokerPermission={p}").into_bytes())
+    };
+    assert_eq!(b.call(set("4")).await.code, SUCCESS);
+    let masked = next_registration_after(&mut rx, v0).await;
+    let topics = &masked.topic_config_serialize_wrapper.topic_config_table;
+    assert!(!topics.is_empty());
+    for (name, t) in topics {
+        assert_eq!(t.perm & 2, 0, "{name} still writable: {}", t.perm);
+    }
+    assert_eq!(topics["TBW102"].perm, 4);
+    let v1 = masked.topic_config_serialize_wrapper.data_version.counter;
+
+    // Back to read-write: the topics' own permissions again.
+    assert_eq!(b.call(set("6")).await.code, SUCCESS);
+    let restored = next_registration_after(&mut rx, v1).await;
+    assert_eq!(
+        restored.topic_config_serialize_wrapper.topic_config_table["TBW102"].perm,
+        7
+    );
+    b.stop().await;
+    drop(ns);
+}
