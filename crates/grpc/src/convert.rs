@@ -14,7 +14,7 @@ use apogee_protocol::message::{keys, sysflag, MessageProperties, MessageRecord};
 use bytes::Bytes;
 
 use crate::pb;
-use crate::status::{status, RpcError, RpcResult};
+use crate::status::{ok, status, RpcError, RpcResult};
 
 /// Topic attribute naming the message type a topic accepts (`TopicAttributes`).
 pub const MESSAGE_TYPE_ATTRIBUTE: &str = "message.type";
@@ -471,21 +471,45 @@ pub(crate) fn popped_to_pb(popped: &PoppedMessage) -> RpcResult<pb::Message> {
     Ok(message)
 }
 
-/// The pop a ReceiveMessage asks for; `fifo` is left false (the group's config decides it).
-/// `auto_renew_ms` is the invisible time given to push consumers' receives (`auto_renew`), which
-/// leave it to the server.
-pub(crate) fn pop_request(
-    request: pb::ReceiveMessageRequest,
-    auto_renew_ms: i64,
-) -> RpcResult<PopRequest> {
-    let group = required_name(&request.group, "group")?.to_owned();
-    let queue = request
-        .message_queue
+/// One entry of an AckMessage answer.
+pub(crate) fn ack_result(
+    entry: &pb::AckMessageEntry,
+    outcome: RpcResult<()>,
+) -> pb::AckMessageResultEntry {
+    pb::AckMessageResultEntry {
+        message_id: entry.message_id.clone(),
+        receipt_handle: entry.receipt_handle.clone(),
+        status: Some(match outcome {
+            Ok(()) => ok(),
+            Err(e) => e.to_status(),
+        }),
+    }
+}
+
+/// The AckMessage answer: the entries, and an overall status summing them up.
+pub(crate) fn ack_response(entries: Vec<pb::AckMessageResultEntry>) -> pb::AckMessageResponse {
+    pb::AckMessageResponse {
+        status: Some(overall_status(
+            entries.iter().filter_map(|e| e.status.as_ref()),
+        )),
+        entries,
+    }
+}
+
+/// The queue a request names; BAD_REQUEST without one.
+pub(crate) fn message_queue_required(
+    queue: &Option<pb::MessageQueue>,
+) -> RpcResult<&pb::MessageQueue> {
+    queue
         .as_ref()
-        .ok_or_else(|| RpcError::new(pb::Code::BadRequest, "message queue is required"))?;
-    let topic = required_name(&queue.topic, "topic")?.to_owned();
-    let filter = request.filter_expression.unwrap_or_default();
-    let expression_type = if filter.r#type == pb::FilterType::Sql as i32 {
+        .ok_or_else(|| RpcError::new(pb::Code::BadRequest, "message queue is required"))
+}
+
+/// A filter expression as brokers take it: its type (`TAG` or `SQL92`) and the expression, a
+/// blank one meaning every message (`*`).
+pub(crate) fn broker_filter(filter: Option<pb::FilterExpression>) -> (&'static str, String) {
+    let filter = filter.unwrap_or_default();
+    let kind = if filter.r#type == pb::FilterType::Sql as i32 {
         "SQL92"
     } else {
         "TAG"
@@ -495,6 +519,20 @@ pub(crate) fn pop_request(
     } else {
         filter.expression
     };
+    (kind, expression)
+}
+
+/// The pop a ReceiveMessage asks for; `fifo` is left false (the group's config decides it).
+/// `auto_renew_ms` is the invisible time given to push consumers' receives (`auto_renew`), which
+/// leave it to the server.
+pub(crate) fn pop_request(
+    request: pb::ReceiveMessageRequest,
+    auto_renew_ms: i64,
+) -> RpcResult<PopRequest> {
+    let group = required_name(&request.group, "group")?.to_owned();
+    let queue = message_queue_required(&request.message_queue)?;
+    let topic = required_name(&queue.topic, "topic")?.to_owned();
+    let (expression_type, expression) = broker_filter(request.filter_expression);
     let invisible_ms = match (&request.invisible_duration, request.auto_renew) {
         (Some(d), false) => duration_ms(d),
         // Push consumers leave the invisible time to the server.
@@ -598,6 +636,30 @@ pub(crate) fn send_status(entries: &[pb::SendResultEntry]) -> pb::Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn filters_reach_brokers_as_tag_or_sql_with_blank_meaning_everything() {
+        let f = |kind: pb::FilterType, e: &str| {
+            Some(pb::FilterExpression {
+                r#type: kind as i32,
+                expression: e.to_owned(),
+            })
+        };
+        assert_eq!(broker_filter(None), ("TAG", "*".to_owned()));
+        assert_eq!(
+            broker_filter(f(pb::FilterType::Tag, "  ")),
+            ("TAG", "*".to_owned())
+        );
+        assert_eq!(
+            broker_filter(f(pb::FilterType::Tag, "a || b")),
+            ("TAG", "a || b".to_owned())
+        );
+        assert_eq!(
+            broker_filter(f(pb::FilterType::Sql, "x > 1")),
+            ("SQL92", "x > 1".to_owned())
+        );
+        assert!(message_queue_required(&None).is_err());
+    }
 
     #[test]
     fn java_string_hash_matches_java() {

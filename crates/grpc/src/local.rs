@@ -33,9 +33,10 @@ use apogee_protocol::RemotingCommand;
 
 use crate::backend::{BackendStream, MessagingBackend, RequestContext};
 use crate::convert::{
-    build_send, check_invisible_ms, check_message_type, duration_ms, endpoints_of,
-    map_broker_error, map_pop_error, overall_status, pop_request, popped_to_pb, required_name,
-    resource, send_status, send_topic, timestamp, timestamp_ms, to_pb_message,
+    ack_response, ack_result, broker_filter, build_send, check_invisible_ms, check_message_type,
+    duration_ms, endpoints_of, map_broker_error, map_pop_error, message_queue_required,
+    pop_request, popped_to_pb, required_name, resource, send_status, send_topic, timestamp,
+    timestamp_ms, to_pb_message,
 };
 pub use crate::convert::{
     consistent_hash, java_string_hash, TopicMessageType, AUTO_RENEW_INVISIBLE_MS, MAX_INVISIBLE_MS,
@@ -234,21 +235,13 @@ impl LocalBackend {
             self.services.pop_api(),
             self.renew_config,
         );
-        let now = std::time::Instant::now();
-        for m in popped {
-            let invisible = std::time::Duration::from_millis(m.invisible_ms.max(0) as u64);
-            if !self.renewals.track(
-                client_id,
-                group,
-                topic,
-                &m.receipt_handle,
-                invisible,
-                now,
-                self.renew_config.max_handles,
-            ) {
-                tracing::warn!(client_id, "too many receipt handles to renew; not renewed");
-            }
-        }
+        self.renewals.track_popped(
+            client_id,
+            group,
+            topic,
+            popped,
+            self.renew_config.max_handles,
+        );
     }
 
     /// The pop a ReceiveMessage asks for.
@@ -441,22 +434,10 @@ impl MessagingBackend for LocalBackend {
                             )),
                         })
                 };
-                pb::AckMessageResultEntry {
-                    message_id: entry.message_id.clone(),
-                    receipt_handle: entry.receipt_handle.clone(),
-                    status: Some(match outcome {
-                        Ok(()) => ok(),
-                        Err(e) => e.to_status(),
-                    }),
-                }
+                ack_result(entry, outcome)
             })
             .collect();
-        Ok(pb::AckMessageResponse {
-            status: Some(overall_status(
-                entries.iter().filter_map(|e| e.status.as_ref()),
-            )),
-            entries,
-        })
+        Ok(ack_response(entries))
     }
 
     async fn forward_message_to_dead_letter_queue(
@@ -586,21 +567,9 @@ impl MessagingBackend for LocalBackend {
     ) -> RpcResult<BackendStream<pb::PullMessageResponse>> {
         use pb::pull_message_response::Content;
         let group = required_name(&request.group, "group")?.to_owned();
-        let queue = request
-            .message_queue
-            .ok_or_else(|| RpcError::new(pb::Code::BadRequest, "message queue is required"))?;
+        let queue = message_queue_required(&request.message_queue)?;
         let topic = required_name(&queue.topic, "topic")?.to_owned();
-        let filter = request.filter_expression.unwrap_or_default();
-        let expression_type = if filter.r#type == pb::FilterType::Sql as i32 {
-            "SQL92"
-        } else {
-            "TAG"
-        };
-        let expression = if filter.expression.is_empty() {
-            "*".to_owned()
-        } else {
-            filter.expression
-        };
+        let (expression_type, expression) = broker_filter(request.filter_expression);
         let result = self
             .services
             .pull(LocalPull {
@@ -638,10 +607,7 @@ impl MessagingBackend for LocalBackend {
         request: pb::UpdateOffsetRequest,
     ) -> RpcResult<pb::UpdateOffsetResponse> {
         let group = required_name(&request.group, "group")?;
-        let queue = request
-            .message_queue
-            .as_ref()
-            .ok_or_else(|| RpcError::new(pb::Code::BadRequest, "message queue is required"))?;
+        let queue = message_queue_required(&request.message_queue)?;
         let topic = required_name(&queue.topic, "topic")?;
         self.services
             .update_consumer_offset(group, topic, queue.id, request.offset)
@@ -656,10 +622,7 @@ impl MessagingBackend for LocalBackend {
         request: pb::GetOffsetRequest,
     ) -> RpcResult<pb::GetOffsetResponse> {
         let group = required_name(&request.group, "group")?;
-        let queue = request
-            .message_queue
-            .as_ref()
-            .ok_or_else(|| RpcError::new(pb::Code::BadRequest, "message queue is required"))?;
+        let queue = message_queue_required(&request.message_queue)?;
         let topic = required_name(&queue.topic, "topic")?;
         match self
             .services
@@ -683,10 +646,7 @@ impl MessagingBackend for LocalBackend {
         _ctx: &RequestContext,
         request: pb::QueryOffsetRequest,
     ) -> RpcResult<pb::QueryOffsetResponse> {
-        let queue = request
-            .message_queue
-            .as_ref()
-            .ok_or_else(|| RpcError::new(pb::Code::BadRequest, "message queue is required"))?;
+        let queue = message_queue_required(&request.message_queue)?;
         let topic = required_name(&queue.topic, "topic")?;
         let offset = match pb::QueryOffsetPolicy::try_from(request.query_offset_policy) {
             Ok(pb::QueryOffsetPolicy::Beginning) => self.services.min_offset(topic, queue.id).await,

@@ -61,10 +61,10 @@ use tracing::{debug, warn};
 use crate::backend::{BackendStream, MessagingBackend, OfflineReason, RequestContext};
 use crate::config::GroupPolicy;
 use crate::convert::{
-    build_send, check_invisible_ms, check_message_type, consistent_hash, duration_ms, endpoints_of,
-    java_string_hash, map_broker_error, map_recall_error, overall_status, pop_request,
-    popped_to_pb, required_name, resource, send_status, send_topic, timestamp, timestamp_ms,
-    to_pb_message, TopicMessageType,
+    ack_response, ack_result, broker_filter, build_send, check_invisible_ms, check_message_type,
+    consistent_hash, duration_ms, endpoints_of, java_string_hash, map_broker_error,
+    map_recall_error, message_queue_required, pop_request, popped_to_pb, required_name, resource,
+    send_status, send_topic, timestamp, timestamp_ms, to_pb_message, TopicMessageType,
 };
 use crate::pb;
 use crate::session::{ClientSession, SessionRegistry};
@@ -282,12 +282,6 @@ fn parse_handle(handle: &str) -> RpcResult<ReceiptHandle> {
         ));
     }
     Ok(h)
-}
-
-fn message_queue_required(queue: &Option<pb::MessageQueue>) -> RpcResult<&pb::MessageQueue> {
-    queue
-        .as_ref()
-        .ok_or_else(|| RpcError::new(pb::Code::BadRequest, "message queue is required"))
 }
 
 fn broker_of(queue: &pb::MessageQueue) -> RpcResult<&str> {
@@ -1165,21 +1159,9 @@ impl MessagingBackend for RemoteBackend {
                 .renewed_handle(group, &entry.receipt_handle)
                 .await;
             let outcome = self.inner.ack(group, topic, &handle).await;
-            entries.push(pb::AckMessageResultEntry {
-                message_id: entry.message_id.clone(),
-                receipt_handle: entry.receipt_handle.clone(),
-                status: Some(match outcome {
-                    Ok(()) => ok(),
-                    Err(e) => e.to_status(),
-                }),
-            });
+            entries.push(ack_result(entry, outcome));
         }
-        Ok(pb::AckMessageResponse {
-            status: Some(overall_status(
-                entries.iter().filter_map(|e| e.status.as_ref()),
-            )),
-            entries,
-        })
+        Ok(ack_response(entries))
     }
 
     async fn forward_message_to_dead_letter_queue(
@@ -1324,17 +1306,7 @@ impl MessagingBackend for RemoteBackend {
         let queue = message_queue_required(&request.message_queue)?;
         let topic = required_name(&queue.topic, "topic")?.to_owned();
         let addr = self.inner.master(broker_of(queue)?, &topic).await?;
-        let filter = request.filter_expression.clone().unwrap_or_default();
-        let expression_type = if filter.r#type == pb::FilterType::Sql as i32 {
-            "SQL92"
-        } else {
-            "TAG"
-        };
-        let expression = if filter.expression.is_empty() {
-            "*".to_owned()
-        } else {
-            filter.expression
-        };
+        let (expression_type, expression) = broker_filter(request.filter_expression.clone());
         let poll_ms = request
             .long_polling_timeout
             .as_ref()
@@ -1600,17 +1572,7 @@ impl MessagingBackend for RemoteBackend {
                     .iter()
                     .filter_map(|e| {
                         let topic = e.topic.as_ref()?.name.clone();
-                        let filter = e.expression.clone().unwrap_or_default();
-                        let kind = if filter.r#type == pb::FilterType::Sql as i32 {
-                            "SQL92"
-                        } else {
-                            "TAG"
-                        };
-                        let expression = if filter.expression.trim().is_empty() {
-                            "*".to_owned()
-                        } else {
-                            filter.expression
-                        };
+                        let (kind, expression) = broker_filter(e.expression.clone());
                         Some((topic, (kind.to_owned(), expression)))
                     })
                     .collect();

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use apogee_broker::pop::PoppedMessage;
+
 /// The proxy's renewal settings (`ProxyConfig`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RenewConfig {
@@ -110,6 +112,42 @@ impl Renewals {
             },
         );
         true
+    }
+
+    /// Starts renewing the handles of `popped`, received now by push consumer `client_id`, each
+    /// invisible for the time it was popped with. Handles past `max_handles` are not renewed
+    /// (logged once per call).
+    pub fn track_popped(
+        &self,
+        client_id: &str,
+        group: &str,
+        topic: &str,
+        popped: &[PoppedMessage],
+        max_handles: usize,
+    ) {
+        let now = Instant::now();
+        let mut refused = 0usize;
+        for m in popped {
+            let invisible = Duration::from_millis(m.invisible_ms.max(0) as u64);
+            if !self.track(
+                client_id,
+                group,
+                topic,
+                &m.receipt_handle,
+                invisible,
+                now,
+                max_handles,
+            ) {
+                refused += 1;
+            }
+        }
+        if refused > 0 {
+            tracing::warn!(
+                client_id,
+                refused,
+                "too many receipt handles to renew; not renewed"
+            );
+        }
     }
 
     /// Stops renewing the message the client knows as `handle`; returns the handle to use for

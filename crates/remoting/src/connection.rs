@@ -131,25 +131,7 @@ pub(crate) fn spawn_connection(
     let local_addr = stream.local_addr()?;
     let (reader, writer) = stream.into_split();
     let (out_tx, out_rx) = mpsc::channel(config.outgoing_queue_capacity.max(1));
-    let shared = Arc::new(Shared {
-        id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
-        peer_addr,
-        local_addr,
-        config,
-        handler,
-        out_tx,
-        pending: Mutex::new(PendingTable {
-            map: HashMap::default(),
-            closed: false,
-        }),
-        next_opaque: AtomicI32::new(1),
-        in_flight: AtomicUsize::new(0),
-        in_flight_zero: Notify::new(),
-        closed: Signal::default(),
-        draining: Signal::default(),
-        activity: AtomicU64::new(0),
-        detached: false,
-    });
+    let shared = Shared::new(peer_addr, local_addr, config, handler, out_tx, false);
     let handle = ConnectionHandle { shared };
     tokio::spawn(run_writer(Arc::clone(&handle.shared), out_rx, writer));
     tokio::spawn(run_reader(handle.clone(), reader));
@@ -165,25 +147,8 @@ impl ConnectionHandle {
         let (out_tx, _) = mpsc::channel(1);
         let handler: Arc<dyn RequestHandler> =
             Arc::new(|_: RequestContext, _: RemotingCommand| HandlerFuture::no_reply());
-        let shared = Arc::new(Shared {
-            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
-            peer_addr,
-            local_addr,
-            config: Arc::new(RemotingConfig::default()),
-            handler,
-            out_tx,
-            pending: Mutex::new(PendingTable {
-                map: HashMap::default(),
-                closed: false,
-            }),
-            next_opaque: AtomicI32::new(1),
-            in_flight: AtomicUsize::new(0),
-            in_flight_zero: Notify::new(),
-            closed: Signal::default(),
-            draining: Signal::default(),
-            activity: AtomicU64::new(0),
-            detached: true,
-        });
+        let config = Arc::new(RemotingConfig::default());
+        let shared = Shared::new(peer_addr, local_addr, config, handler, out_tx, true);
         ConnectionHandle { shared }
     }
 
@@ -332,6 +297,35 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Shared {
+    fn new(
+        peer_addr: SocketAddr,
+        local_addr: SocketAddr,
+        config: Arc<RemotingConfig>,
+        handler: Arc<dyn RequestHandler>,
+        out_tx: mpsc::Sender<Outgoing>,
+        detached: bool,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
+            peer_addr,
+            local_addr,
+            config,
+            handler,
+            out_tx,
+            pending: Mutex::new(PendingTable {
+                map: HashMap::default(),
+                closed: false,
+            }),
+            next_opaque: AtomicI32::new(1),
+            in_flight: AtomicUsize::new(0),
+            in_flight_zero: Notify::new(),
+            closed: Signal::default(),
+            draining: Signal::default(),
+            activity: AtomicU64::new(0),
+            detached,
+        })
+    }
+
     fn close(&self, reason: &str) {
         let waiting = {
             let mut table = lock(&self.pending);

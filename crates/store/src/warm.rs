@@ -22,7 +22,7 @@
 //! the other: either the warmer backs off, or the writer waits on `lock` until the chunk is done.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::segment::Segment;
@@ -90,7 +90,7 @@ pub(crate) struct Warmer {
     ahead: u64,
     /// Size of one warming write; warming starts a quarter of it past the writer's mark.
     chunk: u64,
-    disabled: Arc<AtomicBool>,
+    disabled: bool,
 }
 
 /// What one [`Warmer::step`] did.
@@ -109,12 +109,12 @@ impl Warmer {
             warmed: 0,
             ahead,
             chunk: (segment_bytes / 16).clamp(PAGE, WARM_CHUNK) / PAGE * PAGE,
-            disabled: Arc::new(AtomicBool::new(ahead == 0)),
+            disabled: ahead == 0,
         }
     }
 
     pub fn is_disabled(&self) -> bool {
-        self.disabled.load(Ordering::Relaxed)
+        self.disabled
     }
 
     /// Warms the next chunk ahead of the writer, if any. `segment_for` finds the segment holding an
@@ -154,7 +154,7 @@ impl Warmer {
             }
             Err(e) => {
                 // Warming is only a speed-up: after an error, leave the blocks to the writer.
-                self.disabled.store(true, Ordering::Relaxed);
+                self.disabled = true;
                 Err(e)
             }
         }
@@ -178,6 +178,7 @@ fn round_up(v: u64, to: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::segment::file_name;
+    use std::sync::atomic::AtomicBool;
 
     #[test]
     fn the_warmer_stays_above_the_writer_and_within_its_window() {

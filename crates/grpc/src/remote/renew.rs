@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use apogee_broker::pop::PoppedMessage;
 use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{lock, Inner};
 use crate::pb;
@@ -76,21 +76,8 @@ impl Renewal {
                 *task = Some(tokio::spawn(run(inner, config)));
             }
         }
-        let now = Instant::now();
-        for m in popped {
-            let invisible = Duration::from_millis(m.invisible_ms.max(0) as u64);
-            if !self.table.track(
-                client_id,
-                group,
-                topic,
-                &m.receipt_handle,
-                invisible,
-                now,
-                config.max_handles,
-            ) {
-                warn!(client_id, "too many receipt handles to renew; not renewed");
-            }
-        }
+        self.table
+            .track_popped(client_id, group, topic, popped, config.max_handles);
     }
 
     /// Stops renewing the message the client knows as `handle` and returns the handle to use
