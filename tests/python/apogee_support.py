@@ -19,6 +19,19 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 # How long a test waits for messages to arrive before it fails.
 DELIVERY_TIMEOUT_S = 30.0
+# `[broker]` settings of every server here: 64 MiB log segments and a small index keep each
+# server's preallocated files small, and the disk-use limits sit at 99% so that no test depends on
+# how full the machine's disk is (RocketMQ's 90% would refuse sends on a nearly full CI disk;
+# retention and the disk-full answer have their own tests in the store).
+TEST_BROKER_SETTINGS = {
+    "mappedFileSizeCommitLog": 64 * 1024 * 1024,
+    "maxHashSlotNum": 16384,
+    "maxIndexNum": 65536,
+    "consumeQueueEntriesPerFile": 16384,
+    "diskMaxUsedSpaceRatio": 99,
+    "diskSpaceCleanForciblyRatio": 99,
+    "diskSpaceWarningLevelRatio": 99,
+}
 
 
 def apogee_bin():
@@ -46,14 +59,21 @@ def wait_until(predicate, timeout_s, what, interval_s=0.02):
 class Apogee:
     """One `apogee standalone` process on ephemeral loopback ports with a given data dir.
 
-    `start` waits for the ready line; `stop` sends SIGTERM and requires exit code 0; `kill` sends
-    SIGKILL. The same object can be started again on the same data dir (new ports each time)."""
+    Its TOML configuration (written next to the log) holds `TEST_BROKER_SETTINGS` updated with
+    `broker_settings`. `start` waits for the ready line; `stop` sends SIGTERM and requires exit
+    code 0; `kill` sends SIGKILL. The same object can be started again on the same data dir (new
+    ports each time)."""
 
-    def __init__(self, binary, data_dir, log_path, extra_args=()):
+    def __init__(self, binary, data_dir, log_path, extra_args=(), broker_settings=None):
         self.binary = Path(binary)
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.extra_args = list(extra_args)
+        self.config_path = self.log_path.with_suffix(".toml")
+        settings = {**TEST_BROKER_SETTINGS, **(broker_settings or {})}
+        self.config_path.write_text(
+            "[broker]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+        )
         self.proc = None
         self.namesrv = None
         self.broker = None
@@ -74,6 +94,7 @@ class Apogee:
             "--broker-ip", "127.0.0.1",
             "--grpc-listen", "127.0.0.1:0",
             "--http-listen", "127.0.0.1:0",
+            "--config", str(self.config_path),
             *self.extra_args,
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)

@@ -99,26 +99,36 @@ class Clients:
         dll.SetProducerInstanceName(p._handle, f"{group}-{unique_suffix()}".encode())
         p.start()
         self._open.append(p)
-        self._connect(p)
+        self._connect(p, server)
         return p
 
     @staticmethod
-    def _connect(producer):
+    def _connect(producer, server):
         """Works around a race in the C++ client: while its heartbeat thread is still connecting
         to a broker it has just learnt of, a send on another thread finds no connection, gives up
         at once ("GetTransport ... get timed_mutex timeout" in its log) and reports "No route info
         of this topic". One acknowledged send to a side topic, retried until it goes through,
         leaves the connection in place before a test sends anything."""
 
+        last = {}
+
         def attempt():
             msg = Message(WARMUP_TOPIC)
             msg.set_body(b"connect")
             try:
-                return producer.send_sync(msg).status == SendStatus.OK
-            except ProducerSendSyncFailed:
+                status = producer.send_sync(msg).status
+                last["outcome"] = f"status {status}"
+                return status == SendStatus.OK
+            except ProducerSendSyncFailed as e:
+                last["outcome"] = str(e)
                 return False
 
-        wait_until(attempt, 30, "a first acknowledged send", interval_s=0.01)
+        try:
+            wait_until(attempt, 30, "a first acknowledged send", interval_s=0.01)
+        except AssertionError as e:
+            raise AssertionError(
+                f"{e}; last outcome: {last.get('outcome')}; server log:\n{server.log_tail()}"
+            ) from None
 
     def push_consumer(self, server, group, topic, callback, expression="*", orderly=False,
                       model=MessageModel.CLUSTERING, start=True):

@@ -19,10 +19,8 @@ OP_TOPIC = "RMQ_SYS_TRANS_OP_HALF_TOPIC"
 def server(tmp_path_factory):
     """A standalone that checks transactions back within a second or two."""
     root = tmp_path_factory.mktemp("apogee5tx")
-    config = root / "apogee.toml"
-    config.write_text("[broker]\ntransactionCheckInterval = 300\ntransactionTimeOut = 1000\n")
     s = Apogee(apogee_bin(), root / "data", root / "apogee.log",
-               extra_args=["--config", str(config)]).start()
+               broker_settings={"transactionCheckInterval": 300, "transactionTimeOut": 1000}).start()
     assert s.grpc, "the ready line names no gRPC endpoint"
     yield s
     s.stop()

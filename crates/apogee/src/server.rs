@@ -343,6 +343,8 @@ mod tests {
             brokerName = "broker-x"
             listenAddr = "127.0.0.1:20911"
             flushDiskType = "SYNC_FLUSH"
+            mappedFileSizeCommitLog = 67108864
+            diskSpaceWarningLevelRatio = 97
             "#,
         )
         .unwrap();
@@ -362,6 +364,9 @@ mod tests {
             b.flush_disk_type,
             apogee_broker::FlushDiskTypeConfig::SyncFlush
         );
+        let store = b.store_config();
+        assert_eq!(store.commitlog_segment_bytes, 64 * 1024 * 1024);
+        assert_eq!(store.disk_deny_write_ratio_percent, 97);
 
         let d = broker_config(&args(&[]), &FileConfig::default()).unwrap();
         assert_eq!(d.data_dir, Path::new("./data"));

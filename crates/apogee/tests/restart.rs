@@ -303,10 +303,8 @@ async fn after_sigkill_every_acknowledged_message_and_the_last_written_offsets_a
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // Offsets are written every 500 ms here instead of every 5 s, to keep the test short.
-    let config = dir.path().join("apogee.toml");
-    std::fs::write(&config, "[broker]\nflushConsumerOffsetInterval = 500\n").unwrap();
-    let config = config.to_str().unwrap();
-    let server = Server::start_with(&data, &["--config", config]);
+    let config = "flushConsumerOffsetInterval = 500\n";
+    let server = Server::start_with(&data, config);
     let c = client();
     create_topic(&c, &server.broker, "Crash", QUEUES).await;
     create_group(&c, &server.broker, "CG_CRASH", 5).await;
@@ -326,7 +324,7 @@ async fn after_sigkill_every_acknowledged_message_and_the_last_written_offsets_a
     c.close();
     server.kill();
 
-    let server = Server::start_with(&data, &["--config", config]);
+    let server = Server::start_with(&data, config);
     let c = client();
     assert_eq!(read_all(&c, &server.broker, "Crash").await, sorted(sent));
     let offsets = offsets_of(&c, &server.broker, "CG_CRASH", "Crash").await;

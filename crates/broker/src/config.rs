@@ -51,6 +51,20 @@ pub struct StoreOptions {
     pub timer_log_file_bytes: Option<u64>,
     /// How often the timer service writes its checkpoint.
     pub timer_flush_interval_ms: Option<u64>,
+    /// How often retention and the disk-use check run (`cleanResourceInterval`).
+    #[serde(alias = "cleanResourceInterval")]
+    pub clean_interval_ms: Option<u64>,
+    /// Disk use (percent) above which expired segments are deleted at any hour
+    /// (`diskMaxUsedSpaceRatio`).
+    #[serde(alias = "diskMaxUsedSpaceRatio")]
+    pub disk_clean_ratio_percent: Option<u8>,
+    /// Disk use (percent) above which the oldest segments go even if not expired
+    /// (`diskSpaceCleanForciblyRatio`).
+    #[serde(alias = "diskSpaceCleanForciblyRatio")]
+    pub disk_force_clean_ratio_percent: Option<u8>,
+    /// Disk use (percent) above which sends are refused (`diskSpaceWarningLevelRatio`).
+    #[serde(alias = "diskSpaceWarningLevelRatio")]
+    pub disk_deny_write_ratio_percent: Option<u8>,
 }
 
 /// The broker's configuration (`BrokerConfig` + the parts of `MessageStoreConfig` and
@@ -167,6 +181,8 @@ pub struct BrokerConfig {
     pub pop_polling_size: usize,
     /// The pop journal is compacted once it has grown by this many bytes.
     pub pop_journal_compact_bytes: u64,
+    /// Store settings; they sit among the broker's own keys, as in RocketMQ's `broker.conf`.
+    #[serde(flatten)]
     pub store: StoreOptions,
 }
 
@@ -307,6 +323,18 @@ impl BrokerConfig {
         if let Some(v) = o.timer_flush_interval_ms {
             c.timer_flush_interval_ms = v;
         }
+        if let Some(v) = o.clean_interval_ms {
+            c.clean_interval_ms = v;
+        }
+        if let Some(v) = o.disk_clean_ratio_percent {
+            c.disk_clean_ratio_percent = v;
+        }
+        if let Some(v) = o.disk_force_clean_ratio_percent {
+            c.disk_force_clean_ratio_percent = v;
+        }
+        if let Some(v) = o.disk_deny_write_ratio_percent {
+            c.disk_deny_write_ratio_percent = v;
+        }
         c
     }
 
@@ -397,8 +425,7 @@ mod tests {
             r#"{"brokerName":"b1","brokerIP1":"10.0.0.7","namesrvAddr":"n1:9876; n2:9876",
                 "flushDiskType":"SYNC_FLUSH","registerNameServerPeriod":5000,
                 "transactionCheckInterval":200,"transactionTimeOut":100,"transactionCheckMax":3,
-                "rejectTransactionMessage":true,
-                "store":{"mappedFileSizeCommitLog":1048576}}"#,
+                "rejectTransactionMessage":true,"mappedFileSizeCommitLog":1048576}"#,
         )
         .unwrap();
         assert_eq!(c.broker_name, "b1");
@@ -425,7 +452,7 @@ mod tests {
         let c = BrokerConfig::from_json(
             r#"{"messageDelayLevel":"1s 2s","timerPrecisionMs":100,"timerMaxDelaySec":60,
                 "timerRollWindowSlot":300,"flushDelayOffsetInterval":500,
-                "store":{"timerWheelSlots":1200,"mappedFileSizeTimerLog":4800}}"#,
+                "timerWheelSlots":1200,"mappedFileSizeTimerLog":4800}"#,
         )
         .unwrap();
         assert!(c.check().is_ok());
@@ -449,6 +476,45 @@ mod tests {
         assert!(bad.check().unwrap_err().contains("messageDelayLevel"));
         let bad = BrokerConfig::from_json(r#"{"timerRollWindowSlot":700000}"#).unwrap();
         assert!(bad.check().is_err());
+    }
+
+    #[test]
+    fn disk_use_settings_reach_the_store_and_are_checked() {
+        let d = BrokerConfig::default().store_config();
+        assert_eq!(
+            (
+                d.disk_clean_ratio_percent,
+                d.disk_force_clean_ratio_percent,
+                d.disk_deny_write_ratio_percent,
+                d.clean_interval_ms
+            ),
+            (75, 85, 90, 10_000)
+        );
+        let c = BrokerConfig::from_json(
+            r#"{"diskMaxUsedSpaceRatio":60,"diskSpaceCleanForciblyRatio":70,
+                "diskSpaceWarningLevelRatio":95,"cleanResourceInterval":2000}"#,
+        )
+        .unwrap();
+        assert!(c.check().is_ok());
+        let s = c.store_config();
+        assert_eq!(
+            (
+                s.disk_clean_ratio_percent,
+                s.disk_force_clean_ratio_percent,
+                s.disk_deny_write_ratio_percent,
+                s.clean_interval_ms
+            ),
+            (60, 70, 95, 2_000)
+        );
+        for bad in [
+            r#"{"diskSpaceWarningLevelRatio":0}"#,
+            r#"{"diskMaxUsedSpaceRatio":101}"#,
+            r#"{"cleanResourceInterval":0}"#,
+        ] {
+            let c = BrokerConfig::from_json(bad).unwrap();
+            assert!(c.check().is_err(), "{bad} passed the check");
+        }
+        assert!(BrokerConfig::from_json(r#"{"diskSpaceWarningLevelRatio":300}"#).is_err());
     }
 
     #[test]

@@ -152,6 +152,24 @@ impl StoreConfig {
         if self.timer_log_file_bytes < 48 {
             return Err("timer_log_file_bytes must hold at least one unit".into());
         }
+        for (name, v) in [
+            ("diskMaxUsedSpaceRatio", self.disk_clean_ratio_percent),
+            (
+                "diskSpaceCleanForciblyRatio",
+                self.disk_force_clean_ratio_percent,
+            ),
+            (
+                "diskSpaceWarningLevelRatio",
+                self.disk_deny_write_ratio_percent,
+            ),
+        ] {
+            if !(1..=100).contains(&v) {
+                return Err(format!("{name} ({v}) must be a percentage from 1 to 100"));
+            }
+        }
+        if self.clean_interval_ms == 0 {
+            return Err("cleanResourceInterval must be positive".into());
+        }
         Ok(())
     }
 }

@@ -915,9 +915,10 @@ impl Inner {
             return Err(StoreError::ServiceNotAvailable("store is shut down".into()));
         }
         if self.disk_full.load(Ordering::Acquire) {
-            return Err(StoreError::ServiceNotAvailable(
-                "disk full: the broker's disk use is over the deny-write ratio".into(),
-            ));
+            return Err(StoreError::ServiceNotAvailable(format!(
+                "disk full: the broker's disk use is over diskSpaceWarningLevelRatio ({}%)",
+                self.config.disk_deny_write_ratio_percent
+            )));
         }
         // Parse and validate before taking the writer mutex.
         let mut prepared = Vec::new();
@@ -1211,7 +1212,7 @@ impl Inner {
         if full != self.disk_full.swap(full, Ordering::AcqRel) {
             if full {
                 tracing::error!(
-                    "disk use {used}% is over {}%: refusing writes",
+                    "disk use {used}% is over diskSpaceWarningLevelRatio ({}%): refusing writes",
                     c.disk_deny_write_ratio_percent
                 );
             } else {

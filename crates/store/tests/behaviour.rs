@@ -374,6 +374,24 @@ fn a_full_disk_refuses_appends_with_service_not_available_until_space_returns() 
 }
 
 #[test]
+fn the_refusal_threshold_is_the_configured_ratio() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MessageStore::open(StoreConfig {
+        disk_deny_write_ratio_percent: 97,
+        ..StoreConfig::for_tests(dir.path())
+    })
+    .unwrap();
+    store.run_retention(SystemTime::now(), 96);
+    assert!(!store.is_disk_full());
+    store.append(&mut record("T", 0, b"a", None, None)).unwrap();
+    store.run_retention(SystemTime::now(), 97);
+    let err = store
+        .append(&mut record("T", 0, b"b", None, None))
+        .unwrap_err();
+    assert!(err.to_string().contains("(97%)"), "{err}");
+}
+
+#[test]
 fn the_append_listener_hears_every_new_max_offset() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path());

@@ -22,6 +22,18 @@ use bytes::Bytes;
 /// Generous: a debug build on a loaded machine may take a while to open its store.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[broker]` settings every test server gets: 64 MiB log segments and a small index keep each
+/// server's files (preallocated) small, and the disk-use limits are raised to 99% so that a test
+/// never depends on how full the machine's disk is (retention has its own tests in the store).
+pub const TEST_BROKER_SETTINGS: &str = "mappedFileSizeCommitLog = 67108864
+maxHashSlotNum = 16384
+maxIndexNum = 65536
+consumeQueueEntriesPerFile = 16384
+diskMaxUsedSpaceRatio = 99
+diskSpaceCleanForciblyRatio = 99
+diskSpaceWarningLevelRatio = 99
+";
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One `apogee standalone` process with sync flush (an acknowledged send is on disk).
@@ -38,17 +50,24 @@ pub struct Server {
 
 impl Server {
     /// Starts `apogee standalone` on `data_dir` and waits for its ready line. Its stderr goes to
-    /// a numbered log file next to `data_dir`.
+    /// a numbered log file next to `data_dir`, its configuration (`TEST_BROKER_SETTINGS`) to a
+    /// numbered TOML file there.
     pub fn start(data_dir: &Path) -> Server {
-        Server::start_with(data_dir, &[])
+        Server::start_with(data_dir, "")
     }
 
-    /// [`Server::start`] with extra command-line arguments.
-    pub fn start_with(data_dir: &Path, extra_args: &[&str]) -> Server {
+    /// [`Server::start`] with more `[broker]` settings (TOML lines).
+    pub fn start_with(data_dir: &Path, broker_settings: &str) -> Server {
         let parent = data_dir.parent().expect("data dir has a parent");
         let n = std::fs::read_dir(parent).map(|d| d.count()).unwrap_or(0);
         let stderr_path = parent.join(format!("apogee-{n}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
+        let config_path = parent.join(format!("apogee-{n}.toml"));
+        std::fs::write(
+            &config_path,
+            format!("[broker]\n{TEST_BROKER_SETTINGS}{broker_settings}\n"),
+        )
+        .expect("config file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_apogee"))
             .args(["standalone", "--data-dir"])
             .arg(data_dir)
@@ -58,7 +77,8 @@ impl Server {
             .args(["--broker-ip", "127.0.0.1"])
             .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--flush-disk-type", "sync"])
-            .args(extra_args)
+            .arg("--config")
+            .arg(&config_path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)

@@ -658,6 +658,19 @@ fn broker_config(b: &BrokerInner) -> RemotingCommand {
         ),
         ("syncFlushTimeout", store.sync_flush_timeout_ms.to_string()),
         ("fileReservedTime", store.file_reserved_hours.to_string()),
+        ("cleanResourceInterval", store.clean_interval_ms.to_string()),
+        (
+            "diskMaxUsedSpaceRatio",
+            store.disk_clean_ratio_percent.to_string(),
+        ),
+        (
+            "diskSpaceCleanForciblyRatio",
+            store.disk_force_clean_ratio_percent.to_string(),
+        ),
+        (
+            "diskSpaceWarningLevelRatio",
+            store.disk_deny_write_ratio_percent.to_string(),
+        ),
         (
             "maxTransferCountOnMessageInMemory",
             b.live.max_transfer_count().to_string(),
