@@ -20,7 +20,7 @@ STOP_TIMEOUT_S = 30.0
 # How long a test waits for messages to arrive before it fails.
 DELIVERY_TIMEOUT_S = 30.0
 # `[broker]` settings of every server here: 64 MiB log segments and a small index keep each
-# server's preallocated files small, and the disk-use limits sit at 99% so that no test depends on
+# server's preallocated files small, and the disk-use limits sit at 100% so that no test depends on
 # how full the machine's disk is (RocketMQ's 90% would refuse sends on a nearly full CI disk;
 # retention and the disk-full answer have their own tests in the store).
 TEST_BROKER_SETTINGS = {
@@ -28,9 +28,9 @@ TEST_BROKER_SETTINGS = {
     "maxHashSlotNum": 16384,
     "maxIndexNum": 65536,
     "consumeQueueEntriesPerFile": 16384,
-    "diskMaxUsedSpaceRatio": 99,
-    "diskSpaceCleanForciblyRatio": 99,
-    "diskSpaceWarningLevelRatio": 99,
+    "diskMaxUsedSpaceRatio": 100,
+    "diskSpaceCleanForciblyRatio": 100,
+    "diskSpaceWarningLevelRatio": 100,
 }
 
 

@@ -67,6 +67,24 @@ pub struct StoreOptions {
     pub disk_deny_write_ratio_percent: Option<u8>,
 }
 
+impl StoreOptions {
+    /// Settings for tests that run a broker: 4 MiB log segments, small consume-queue and index
+    /// files, and the disk-use ratios at 100% so that no test depends on how full the machine's
+    /// disk is (the store's own tests cover retention and the disk-full refusal).
+    pub fn for_tests() -> StoreOptions {
+        StoreOptions {
+            commitlog_segment_bytes: Some(4 * 1024 * 1024),
+            consume_queue_entries_per_file: Some(1024),
+            index_slots: Some(1024),
+            index_entries: Some(4096),
+            disk_clean_ratio_percent: Some(100),
+            disk_force_clean_ratio_percent: Some(100),
+            disk_deny_write_ratio_percent: Some(100),
+            ..StoreOptions::default()
+        }
+    }
+}
+
 /// The broker's configuration (`BrokerConfig` + the parts of `MessageStoreConfig` and
 /// `NettyServerConfig` it needs).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

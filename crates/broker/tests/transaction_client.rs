@@ -52,13 +52,7 @@ impl Cluster {
             transaction_check_interval_ms: interval_ms,
             transaction_timeout_ms: timeout_ms,
             transaction_check_max: check_max,
-            store: StoreOptions {
-                commitlog_segment_bytes: Some(4 * 1024 * 1024),
-                consume_queue_entries_per_file: Some(1024),
-                index_slots: Some(1024),
-                index_entries: Some(4096),
-                ..StoreOptions::default()
-            },
+            store: StoreOptions::for_tests(),
             ..BrokerConfig::default()
         })
         .await

@@ -51,13 +51,7 @@ impl Cluster {
             broker_ip1: Some("127.0.0.1".into()),
             data_dir: dir.path().join("broker"),
             namesrv_addrs: vec![ns_addr.clone()],
-            store: StoreOptions {
-                commitlog_segment_bytes: Some(4 * 1024 * 1024),
-                consume_queue_entries_per_file: Some(1024),
-                index_slots: Some(1024),
-                index_entries: Some(4096),
-                ..StoreOptions::default()
-            },
+            store: StoreOptions::for_tests(),
             ..BrokerConfig::default()
         })
         .await

@@ -52,13 +52,7 @@ impl Setup {
             listen_addr: "127.0.0.1:0".into(),
             broker_ip1: Some("127.0.0.1".into()),
             data_dir: dir.path().to_path_buf(),
-            store: StoreOptions {
-                commitlog_segment_bytes: Some(4 * 1024 * 1024),
-                consume_queue_entries_per_file: Some(1024),
-                index_slots: Some(1024),
-                index_entries: Some(4096),
-                ..StoreOptions::default()
-            },
+            store: StoreOptions::for_tests(),
             ..BrokerConfig::default()
         };
         tune(&mut config);

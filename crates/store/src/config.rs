@@ -122,8 +122,13 @@ impl StoreConfig {
             flush_interval_ms: 50,
             dispatch_flush_interval_ms: 50,
             // The cleaner measures the real disk: on a busy machine it would delete a test's
-            // segments or refuse its writes. Tests drive retention through `run_retention` instead.
+            // segments or refuse its writes. Tests drive retention through `run_retention` instead,
+            // and the ratios are at 100% so that even the check at open never trips on a nearly
+            // full machine; retention tests set RocketMQ's ratios themselves.
             clean_interval_ms: 3_600_000,
+            disk_clean_ratio_percent: 100,
+            disk_force_clean_ratio_percent: 100,
+            disk_deny_write_ratio_percent: 100,
             timer_wheel_slots: 4096,
             timer_roll_window_slots: 1024,
             timer_log_file_bytes: 48 * 1024,

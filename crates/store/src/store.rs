@@ -259,6 +259,11 @@ impl MessageStore {
             .map_err(|e| StoreError::io(abort_path.display(), e))?;
         sync_dir(&root);
 
+        // Refuse writes from the start on a disk already over the limit, not from the first
+        // cleaner run.
+        if let Some(used) = disk_used_percent(&inner.config.root_dir) {
+            inner.note_disk_use(used);
+        }
         let inner = Arc::new(inner);
         let mut threads = Vec::new();
         threads.push(
@@ -1206,19 +1211,25 @@ impl Inner {
         }
     }
 
-    fn run_retention(&self, now: SystemTime, used: u8) -> usize {
-        let c = &self.config;
-        let full = used >= c.disk_deny_write_ratio_percent;
+    /// Turns writes off while disk use is at or over the deny ratio, and on again below it.
+    fn note_disk_use(&self, used: u8) {
+        let limit = self.config.disk_deny_write_ratio_percent;
+        let full = used >= limit;
         if full != self.disk_full.swap(full, Ordering::AcqRel) {
             if full {
                 tracing::error!(
-                    "disk use {used}% is over diskSpaceWarningLevelRatio ({}%): refusing writes",
-                    c.disk_deny_write_ratio_percent
+                    "disk use {used}% is over diskSpaceWarningLevelRatio ({limit}%): refusing \
+                     writes until space is freed or the ratio raised"
                 );
             } else {
                 tracing::info!("disk use {used}%: accepting writes again");
             }
         }
+    }
+
+    fn run_retention(&self, now: SystemTime, used: u8) -> usize {
+        let c = &self.config;
+        self.note_disk_use(used);
         let reserve = Duration::from_secs(c.file_reserved_hours * 3600);
         let hour_ok = local_hour(now) == c.delete_when_hour;
         let mut deleted = 0;

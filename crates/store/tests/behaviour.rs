@@ -37,6 +37,17 @@ fn open(dir: &std::path::Path) -> MessageStore {
     MessageStore::open(StoreConfig::for_tests(dir)).unwrap()
 }
 
+/// The test configuration with RocketMQ's disk-use ratios (75, 85, 90) instead of 100%.
+fn with_default_ratios(dir: &std::path::Path) -> StoreConfig {
+    let d = StoreConfig::default();
+    StoreConfig {
+        disk_clean_ratio_percent: d.disk_clean_ratio_percent,
+        disk_force_clean_ratio_percent: d.disk_force_clean_ratio_percent,
+        disk_deny_write_ratio_percent: d.disk_deny_write_ratio_percent,
+        ..StoreConfig::for_tests(dir)
+    }
+}
+
 fn all(_: i64) -> bool {
     true
 }
@@ -304,9 +315,11 @@ fn malformed_records_are_refused_without_touching_the_log() {
 #[test]
 fn retention_deletes_old_segments_and_moves_queue_minimums() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = StoreConfig::for_tests(dir.path());
+    let mut cfg = with_default_ratios(dir.path());
     cfg.file_reserved_hours = 1;
     let store = MessageStore::open(cfg).unwrap();
+    // Whatever this machine's disk holds, the test drives the ratio from here on.
+    assert_eq!(store.run_retention(SystemTime::now(), 10), 0);
     for i in 0..300u32 {
         store
             .append(&mut record("T", 0, &[i as u8; 1000], None, None))
@@ -352,7 +365,9 @@ fn hour_of(t: SystemTime) -> u64 {
 #[test]
 fn a_full_disk_refuses_appends_with_service_not_available_until_space_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
+    let store = MessageStore::open(with_default_ratios(dir.path())).unwrap();
+    // Whatever this machine's disk holds, the test drives the ratio from here on.
+    store.run_retention(SystemTime::now(), 50);
     store
         .append(&mut record("T", 0, b"before", None, None))
         .unwrap();
@@ -389,6 +404,19 @@ fn the_refusal_threshold_is_the_configured_ratio() {
         .append(&mut record("T", 0, b"b", None, None))
         .unwrap_err();
     assert!(err.to_string().contains("(97%)"), "{err}");
+}
+
+#[test]
+fn a_disk_already_over_the_ratio_refuses_writes_from_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    // Any file system holding a temp dir has at least one block in use: 1% is always reached.
+    let store = MessageStore::open(StoreConfig {
+        disk_deny_write_ratio_percent: 1,
+        ..StoreConfig::for_tests(dir.path())
+    })
+    .unwrap();
+    assert!(store.is_disk_full());
+    assert!(store.append(&mut record("T", 0, b"a", None, None)).is_err());
 }
 
 #[test]

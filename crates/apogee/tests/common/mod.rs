@@ -24,15 +24,15 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `[broker]` settings every test server gets: 64 MiB log segments and a small index keep each
-/// server's files (preallocated) small, and the disk-use limits are raised to 99% so that a test
+/// server's files (preallocated) small, and the disk-use limits are raised to 100% so that a test
 /// never depends on how full the machine's disk is (retention has its own tests in the store).
 pub const TEST_BROKER_SETTINGS: &str = "mappedFileSizeCommitLog = 67108864
 maxHashSlotNum = 16384
 maxIndexNum = 65536
 consumeQueueEntriesPerFile = 16384
-diskMaxUsedSpaceRatio = 99
-diskSpaceCleanForciblyRatio = 99
-diskSpaceWarningLevelRatio = 99
+diskMaxUsedSpaceRatio = 100
+diskSpaceCleanForciblyRatio = 100
+diskSpaceWarningLevelRatio = 100
 ";
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
