@@ -51,6 +51,10 @@ pub struct StoreOptions {
     pub timer_log_file_bytes: Option<u64>,
     /// How often the timer service writes its checkpoint.
     pub timer_flush_interval_ms: Option<u64>,
+    /// Hours when expired segments are deleted: `deleteWhen`, "04" or "04;16" (an integer is
+    /// taken too).
+    #[serde(deserialize_with = "hours_text")]
+    pub delete_when: Option<String>,
     /// How often retention and the disk-use check run (`cleanResourceInterval`).
     #[serde(alias = "cleanResourceInterval")]
     pub clean_interval_ms: Option<u64>,
@@ -341,6 +345,13 @@ impl BrokerConfig {
         if let Some(v) = o.timer_flush_interval_ms {
             c.timer_flush_interval_ms = v;
         }
+        if let Some(hours) = o
+            .delete_when
+            .as_deref()
+            .and_then(|t| apogee_store::parse_delete_when(t).ok())
+        {
+            c.delete_when_hours = hours;
+        }
         if let Some(v) = o.clean_interval_ms {
             c.clean_interval_ms = v;
         }
@@ -360,6 +371,9 @@ impl BrokerConfig {
     pub fn check(&self) -> Result<(), String> {
         self.delay_levels()
             .map_err(|e| format!("messageDelayLevel: {e}"))?;
+        if let Some(t) = &self.store.delete_when {
+            apogee_store::parse_delete_when(t)?;
+        }
         self.store_config().validate()
     }
 
@@ -411,6 +425,20 @@ fn addr_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         .map(|a| a.trim().to_owned())
         .filter(|a| !a.is_empty())
         .collect())
+}
+
+/// `deleteWhen` as text, written as a string ("04;16") or a bare hour (4).
+fn hours_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Text(String),
+        Hour(u32),
+    }
+    Ok(Some(match Form::deserialize(d)? {
+        Form::Text(s) => s,
+        Form::Hour(h) => h.to_string(),
+    }))
 }
 
 #[cfg(test)]
@@ -533,6 +561,28 @@ mod tests {
             assert!(c.check().is_err(), "{bad} passed the check");
         }
         assert!(BrokerConfig::from_json(r#"{"diskSpaceWarningLevelRatio":300}"#).is_err());
+    }
+
+    #[test]
+    fn delete_when_takes_one_or_several_hours() {
+        assert_eq!(
+            BrokerConfig::default().store_config().delete_when_hours,
+            [4]
+        );
+        let c = BrokerConfig::from_json(r#"{"deleteWhen":"04;16"}"#).unwrap();
+        assert!(c.check().is_ok());
+        assert_eq!(c.store_config().delete_when_hours, [4, 16]);
+        let c = BrokerConfig::from_json(r#"{"deleteWhen":2}"#).unwrap();
+        assert_eq!(c.store_config().delete_when_hours, [2]);
+        for bad in [
+            r#"{"deleteWhen":"25"}"#,
+            r#"{"deleteWhen":"4am"}"#,
+            r#"{"deleteWhen":""}"#,
+        ] {
+            let c = BrokerConfig::from_json(bad).unwrap();
+            let err = c.check().unwrap_err();
+            assert!(err.contains("deleteWhen"), "{bad}: {err}");
+        }
     }
 
     #[test]

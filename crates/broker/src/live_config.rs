@@ -60,6 +60,11 @@ const STATIC_KEYS: &[&str] = &[
     "mappedFileSizeCommitLog",
     "syncFlushTimeout",
     "fileReservedTime",
+    "deleteWhen",
+    "cleanResourceInterval",
+    "diskMaxUsedSpaceRatio",
+    "diskSpaceCleanForciblyRatio",
+    "diskSpaceWarningLevelRatio",
 ];
 
 /// Why a `key=value` cannot be applied.

@@ -43,8 +43,9 @@ pub struct StoreConfig {
     pub check_crc_on_recover: bool,
     /// Segments whose newest record is older than this are deleted (`fileReservedTime`).
     pub file_reserved_hours: u64,
-    /// Hour of the day (local clock of the machine, 0-23) when expired segments are deleted (`deleteWhen`).
-    pub delete_when_hour: u32,
+    /// Hours of the day (0-23, the machine's local time zone) when expired segments are deleted
+    /// (`deleteWhen`: "04", or several as "04;16"); see [`parse_delete_when`].
+    pub delete_when_hours: Vec<u32>,
     /// How often the cleaner looks for expired segments.
     pub clean_interval_ms: u64,
     /// Above this disk use expired segments are deleted at any hour (`diskMaxUsedSpaceRatio`), percent.
@@ -92,7 +93,7 @@ impl Default for StoreConfig {
             max_message_body_bytes: 4 * 1024 * 1024,
             check_crc_on_recover: true,
             file_reserved_hours: 72,
-            delete_when_hour: 4,
+            delete_when_hours: vec![4],
             clean_interval_ms: 10_000,
             disk_clean_ratio_percent: 75,
             disk_force_clean_ratio_percent: 85,
@@ -172,11 +173,37 @@ impl StoreConfig {
                 return Err(format!("{name} ({v}) must be a percentage from 1 to 100"));
             }
         }
+        if self.delete_when_hours.is_empty() || self.delete_when_hours.iter().any(|&h| h > 23) {
+            return Err(format!(
+                "deleteWhen must name hours 0-23, not {:?}",
+                self.delete_when_hours
+            ));
+        }
         if self.clean_interval_ms == 0 {
             return Err("cleanResourceInterval must be positive".into());
         }
         Ok(())
     }
+}
+
+/// Parses RocketMQ's `deleteWhen`: hours of the day (0-23) separated by `;`, e.g. `"04"` or
+/// `"04;16"`.
+pub fn parse_delete_when(text: &str) -> Result<Vec<u32>, String> {
+    let mut hours = Vec::new();
+    for part in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.parse::<u32>() {
+            Ok(h) if h < 24 => hours.push(h),
+            _ => {
+                return Err(format!(
+                    "bad hour {part:?} in deleteWhen {text:?}: expected hours 0-23 separated by ';'"
+                ))
+            }
+        }
+    }
+    if hours.is_empty() {
+        return Err(format!("no hour in deleteWhen {text:?}"));
+    }
+    Ok(hours)
 }
 
 /// The delay of each level, RocketMQ's `messageDelayLevel`: level 1 is the first entry.

@@ -20,11 +20,13 @@ pub const SCHEDULE_TOPIC: &str = "SCHEDULE_TOPIC_XXXX";
 pub const TIMER_TOPIC: &str = "rmq_sys_wheel_timer";
 
 pub use checkpoint::CheckpointData;
-pub use config::{DelayLevels, FlushDiskType, StoreConfig, DEFAULT_MESSAGE_DELAY_LEVEL};
+pub use config::{
+    parse_delete_when, DelayLevels, FlushDiskType, StoreConfig, DEFAULT_MESSAGE_DELAY_LEVEL,
+};
 pub use consume_queue::CqEntry;
 pub use error::{Result, StoreError};
 pub use flush::{FlushCallback, FlushStats};
 pub use store::{
-    AppendListener, AppendResult, BoundaryType, GetMessageResult, GetMessageStatus, MessageStore,
-    RecordFilter,
+    local_hour, AppendListener, AppendResult, BoundaryType, GetMessageResult, GetMessageStatus,
+    MessageStore, RecordFilter,
 };

@@ -1231,7 +1231,7 @@ impl Inner {
         let c = &self.config;
         self.note_disk_use(used);
         let reserve = Duration::from_secs(c.file_reserved_hours * 3600);
-        let hour_ok = local_hour(now) == c.delete_when_hour;
+        let hour_ok = c.delete_when_hours.contains(&local_hour(now));
         let mut deleted = 0;
         loop {
             let force = used >= c.disk_force_clean_ratio_percent;
@@ -1344,11 +1344,25 @@ fn disk_used_percent(dir: &Path) -> Option<u8> {
     Some(((used * 100).div_ceil(usable)).min(100) as u8)
 }
 
-/// Hour of the day on the machine's clock; UTC, since the store has no time-zone database.
-fn local_hour(now: SystemTime) -> u32 {
+/// Hour of the day (0-23) of `now` in the machine's local time zone (`TZ`, else /etc/localtime),
+/// as RocketMQ's `deleteWhen` is read; UTC if the C library cannot tell.
+pub fn local_hour(now: SystemTime) -> u32 {
     let secs = now
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    ((secs / 3600) % 24) as u32
+    let utc = ((secs / 3600) % 24) as u32;
+    let Ok(t) = libc::time_t::try_from(secs) else {
+        return utc;
+    };
+    // SAFETY: localtime_r writes only into the zeroed struct we own; it reads the time-zone
+    // database under its own lock.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return utc;
+    }
+    u32::try_from(tm.tm_hour)
+        .ok()
+        .filter(|h| *h < 24)
+        .unwrap_or(utc)
 }

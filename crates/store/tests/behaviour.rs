@@ -325,7 +325,7 @@ fn retention_deletes_old_segments_and_moves_queue_minimums() {
             .append(&mut record("T", 0, &[i as u8; 1000], None, None))
             .unwrap();
     }
-    // A moment past the reserve time that is not the delete hour (04 UTC), and one that is.
+    // A moment past the reserve time that is not the delete hour (04 local time), and one that is.
     let mut later = SystemTime::now() + Duration::from_secs(2 * 3600);
     while hour_of(later) == 4 {
         later += Duration::from_secs(3600);
@@ -358,8 +358,8 @@ fn retention_deletes_old_segments_and_moves_queue_minimums() {
     assert!(store.commitlog_max_offset() > store.commitlog_min_offset());
 }
 
-fn hour_of(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() / 3600 % 24
+fn hour_of(t: SystemTime) -> u32 {
+    apogee_store::local_hour(t)
 }
 
 #[test]
@@ -483,4 +483,34 @@ fn record_filter_sees_tag_matches_only_and_skips_what_it_rejects() {
     // Without a record filter the read is the tags-only one.
     let r = store.get_messages_matching("T", 0, 0, 2, usize::MAX, &all, None);
     assert_eq!((r.messages.len(), r.next_begin_offset), (2, 2));
+}
+
+/// 2023-11-14 22:13:20 UTC.
+const FIXED: u64 = 1_700_000_000;
+
+#[test]
+fn delete_hours_are_read_in_the_machines_time_zone() {
+    if std::env::var_os("APOGEE_TZ_CHILD").is_some() {
+        // In the child: TZ says local time is UTC+5 (a POSIX rule, no time-zone database needed).
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(FIXED);
+        assert_eq!(apogee_store::local_hour(t), 3);
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "delete_hours_are_read_in_the_machines_time_zone",
+            "--test-threads=1",
+        ])
+        .env("APOGEE_TZ_CHILD", "1")
+        .env("TZ", "XXX-5")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // And the child really ran the check.
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
 }

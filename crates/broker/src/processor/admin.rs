@@ -658,6 +658,15 @@ fn broker_config(b: &BrokerInner) -> RemotingCommand {
         ),
         ("syncFlushTimeout", store.sync_flush_timeout_ms.to_string()),
         ("fileReservedTime", store.file_reserved_hours.to_string()),
+        (
+            "deleteWhen",
+            store
+                .delete_when_hours
+                .iter()
+                .map(|h| format!("{h:02}"))
+                .collect::<Vec<_>>()
+                .join(";"),
+        ),
         ("cleanResourceInterval", store.clean_interval_ms.to_string()),
         (
             "diskMaxUsedSpaceRatio",

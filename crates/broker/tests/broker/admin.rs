@@ -234,6 +234,9 @@ async fn runtime_info_and_broker_config() {
     let text = String::from_utf8(r.body.to_vec()).unwrap();
     assert!(text.contains("brokerName=broker-a\n"), "{text}");
     assert!(text.contains("brokerIP1=127.0.0.1\n"));
+    // Store settings as the broker runs them (the test harness raises the disk ratios).
+    assert!(text.contains("deleteWhen=04\n"), "{text}");
+    assert!(text.contains("diskSpaceWarningLevelRatio=100\n"), "{text}");
     assert!(r
         .decode_header::<GetBrokerConfigResponseHeader>()
         .unwrap()
