@@ -1,6 +1,8 @@
 //! `apogee admin` against a real `apogee standalone`: topics, sends and the three message queries,
 //! consumer progress after a commit, cluster listing, JSON output, and the exit codes.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -31,6 +33,11 @@ impl Server {
             .args(["--broker-ip", "127.0.0.1"])
             .args(["--grpc-listen", "127.0.0.1:0"])
             .args(["--flush-disk-type", "sync"])
+            .arg("--config")
+            .arg(common::write_test_config(
+                &data_dir.with_extension("toml"),
+                "",
+            ))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -279,6 +286,28 @@ fn admin_commands_work_against_a_standalone_server() {
     assert_eq!(config[&server.broker]["brokerName"], "broker-a", "{config}");
     let status = server.json(&["brokerStatus", "-b", &server.broker]);
     assert!(status.get("brokerVersionDesc").is_some(), "{status}");
+
+    // Storage maintenance: nothing is past the reserved time and every stored topic is known.
+    let deleted = server.json(&["deleteExpiredCommitLog", "-c", "DefaultCluster"]);
+    assert_eq!(
+        deleted["brokers"][0]["broker"],
+        server.broker.as_str(),
+        "{deleted}"
+    );
+    assert!(
+        deleted["brokers"][0]["result"]
+            .as_str()
+            .unwrap()
+            .contains("deleted 0"),
+        "{deleted}"
+    );
+    let cleaned = server.ok(&["cleanExpiredCQ", "-b", &server.broker]);
+    assert!(cleaned.starts_with("cleanExpiredCQ success"), "{cleaned}");
+    let unused = server.ok(&["cleanUnusedTopic", "-b", &server.broker]);
+    assert!(
+        unused.contains("removed the queues of 0 unused topic(s)"),
+        "{unused}"
+    );
 
     // Groups.
     server.ok(&["updateSubGroup", "-g", "AdminGroup2", "-b", &server.broker]);

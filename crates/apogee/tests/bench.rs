@@ -1,6 +1,8 @@
 //! `apogee bench` end to end: a real `apogee standalone` on loopback ports and a temp dir, then the
 //! bench binary against it, checking the JSON result's counts and percentiles.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -38,6 +40,8 @@ fn standalone(dir: &Path) -> Server {
             "--log-level",
             "warn",
         ])
+        .arg("--config")
+        .arg(common::write_test_config(&dir.with_extension("toml"), ""))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

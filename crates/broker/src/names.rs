@@ -15,6 +15,8 @@ pub const OFFSET_MOVED_EVENT: &str = "OFFSET_MOVED_EVENT";
 pub const ROCKSDB_OFFSET_TOPIC: &str = "CHECKPOINT_TOPIC";
 /// Topics starting with this are system topics.
 pub const SYSTEM_TOPIC_PREFIX: &str = "rmq_sys_";
+/// Light message queues (`MixAll.LMQ_PREFIX`); cleanUnusedTopic leaves them alone, as RocketMQ does.
+pub const LMQ_PREFIX: &str = "%LMQ%";
 pub const SYNC_BROKER_MEMBER_GROUP_PREFIX: &str = "rmq_sys_SYNC_BROKER_MEMBER_";
 pub const REVIVE_TOPIC_PREFIX: &str = "rmq_sys_REVIVE_LOG_";
 pub const REPLY_TOPIC_POSTFIX: &str = "REPLY_TOPIC";

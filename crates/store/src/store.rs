@@ -580,7 +580,47 @@ impl MessageStore {
 
     /// One retention pass with the given clock and disk use (the cleaner thread passes real ones).
     pub fn run_retention(&self, now: SystemTime, disk_used_percent: u8) -> usize {
-        self.inner.run_retention(now, disk_used_percent)
+        self.inner.run_retention(now, disk_used_percent, false)
+    }
+
+    /// Deletes the CommitLog segments past the reserved time now, whatever the hour (mqadmin
+    /// `deleteExpiredCommitLog`), and trims queues and index to match. Returns the segments
+    /// deleted.
+    pub fn delete_expired_now(&self, now: SystemTime) -> usize {
+        let used = disk_used_percent(&self.inner.config.root_dir).unwrap_or(0);
+        self.inner.run_retention(now, used, true)
+    }
+
+    /// Deletes consume-queue files whose entries all point below the CommitLog's first offset
+    /// and moves queue minimums past entries whose records are gone (mqadmin `cleanExpiredCQ`).
+    /// Queue offsets keep their numbering.
+    pub fn clean_expired_consume_queues(&self) {
+        self.inner.trim_queues_and_index();
+    }
+
+    /// Deletes the queues of every topic for which `keep` says no (mqadmin `cleanUnusedTopic`:
+    /// the broker keeps its configured and system topics). Records stay in the CommitLog until
+    /// retention. Returns the topics removed, sorted.
+    pub fn clean_unused_topics(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let topics: Vec<String> = self
+            .inner
+            .queues
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|t| !keep(t))
+            .cloned()
+            .collect();
+        let mut removed = Vec::new();
+        for t in topics {
+            // Asked again at the moment of deletion: a topic created meanwhile stays.
+            if !keep(&t) {
+                self.delete_topic(&t);
+                removed.push(t);
+            }
+        }
+        removed.sort();
+        removed
     }
 
     /// Whether appends are refused because the disk is (nearly) full.
@@ -1205,7 +1245,7 @@ impl Inner {
                 }
                 Job::Clean => {
                     let used = disk_used_percent(&self.config.root_dir).unwrap_or(0);
-                    self.run_retention(SystemTime::now(), used);
+                    self.run_retention(SystemTime::now(), used, false);
                 }
             }
         }
@@ -1227,11 +1267,12 @@ impl Inner {
         }
     }
 
-    fn run_retention(&self, now: SystemTime, used: u8) -> usize {
+    /// `manual`: expired segments go whatever the hour (an operator asked).
+    fn run_retention(&self, now: SystemTime, used: u8, manual: bool) -> usize {
         let c = &self.config;
         self.note_disk_use(used);
         let reserve = Duration::from_secs(c.file_reserved_hours * 3600);
-        let hour_ok = c.delete_when_hours.contains(&local_hour(now));
+        let hour_ok = manual || c.delete_when_hours.contains(&local_hour(now));
         let mut deleted = 0;
         loop {
             let force = used >= c.disk_force_clean_ratio_percent;
@@ -1253,23 +1294,30 @@ impl Inner {
             }
         }
         if deleted > 0 {
-            let min = self.commitlog.min_offset();
-            let queues: Vec<Arc<ConsumeQueue>> = self
-                .queues
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .values()
-                .flat_map(|qs| qs.values().cloned())
-                .collect();
-            for q in queues {
-                q.delete_below(min);
-            }
-            self.index.delete_below(min);
+            let min = self.trim_queues_and_index();
             tracing::info!(
                 "retention removed {deleted} commitlog segment(s); log now starts at {min}"
             );
         }
         deleted
+    }
+
+    /// Drops consume-queue and index files (and queue minimums) below the CommitLog's first
+    /// offset, which it returns.
+    fn trim_queues_and_index(&self) -> u64 {
+        let min = self.commitlog.min_offset();
+        let queues: Vec<Arc<ConsumeQueue>> = self
+            .queues
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flat_map(|qs| qs.values().cloned())
+            .collect();
+        for q in queues {
+            q.delete_below(min);
+        }
+        self.index.delete_below(min);
+        min
     }
 }
 

@@ -514,3 +514,44 @@ fn delete_hours_are_read_in_the_machines_time_zone() {
     // And the child really ran the check.
     assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"));
 }
+
+#[test]
+fn an_operator_can_delete_expired_segments_at_any_hour_and_drop_unused_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = StoreConfig::for_tests(dir.path());
+    cfg.file_reserved_hours = 1;
+    let store = MessageStore::open(cfg).unwrap();
+    for i in 0..300u32 {
+        store
+            .append(&mut record("T", 0, &[i as u8; 1000], None, None))
+            .unwrap();
+    }
+    store
+        .append(&mut record("Gone", 1, b"old", None, None))
+        .unwrap();
+    // Not yet past the reserved time: nothing goes, at any hour.
+    assert_eq!(store.delete_expired_now(SystemTime::now()), 0);
+    // Past it, outside the delete hour: an operator's request deletes all but the last segment.
+    let mut later = SystemTime::now() + Duration::from_secs(2 * 3600);
+    while hour_of(later) == 4 {
+        later += Duration::from_secs(3600);
+    }
+    let before = store.commitlog_max_offset();
+    assert!(store.delete_expired_now(later) > 0);
+    let min = store.min_offset("T", 0);
+    assert!(min > 0);
+    assert_eq!(store.commitlog_max_offset(), before);
+    // The consume queues were trimmed with it; cleaning them again changes nothing.
+    store.clean_expired_consume_queues();
+    assert_eq!(store.min_offset("T", 0), min);
+    let r = store.get_messages("T", 0, min, 1, usize::MAX, &all);
+    assert_eq!(r.status, GetMessageStatus::Found);
+
+    let removed = store.clean_unused_topics(|t| t == "T");
+    assert_eq!(removed, ["Gone"]);
+    assert!(!store.queues().iter().any(|(t, _)| t == "Gone"));
+    assert!(!dir.path().join("consumequeue").join("Gone").exists());
+    assert_eq!(store.min_offset("T", 0), min);
+    assert_eq!(store.max_offset("T", 0), 300);
+    assert!(store.clean_unused_topics(|t| t == "T").is_empty());
+}

@@ -16,6 +16,7 @@ mod query_msg_by_key;
 mod query_msg_by_offset;
 mod reset_offset_by_time;
 mod send_message;
+mod store_maintenance;
 mod topic_list;
 mod topic_route;
 mod topic_status;
@@ -98,6 +99,13 @@ pub enum AdminCommand {
     GetBrokerConfig(get_broker_config::Opts),
     /// Update broker's config.
     UpdateBrokerConfig(update_broker_config::Opts),
+    /// Delete expired CommitLog files now, whatever the hour of deleteWhen.
+    DeleteExpiredCommitLog(store_maintenance::Opts),
+    /// Clean expired ConsumeQueue files on broker.
+    #[command(name = "cleanExpiredCQ")]
+    CleanExpiredCq(store_maintenance::Opts),
+    /// Clean the queues of topics the broker no longer has.
+    CleanUnusedTopic(store_maintenance::Opts),
 }
 
 /// Why a command failed; decides the exit code.
@@ -461,6 +469,21 @@ async fn dispatch(ctx: &Ctx, cmd: AdminCommand) -> Result<()> {
         C::ConsumeMessage(o) => consume_message::run(ctx, o).await,
         C::GetBrokerConfig(o) => get_broker_config::run(ctx, o).await,
         C::UpdateBrokerConfig(o) => update_broker_config::run(ctx, o).await,
+        C::DeleteExpiredCommitLog(o) => {
+            store_maintenance::run(
+                ctx,
+                o,
+                rc::DELETE_EXPIRED_COMMITLOG,
+                "deleteExpiredCommitLog",
+            )
+            .await
+        }
+        C::CleanExpiredCq(o) => {
+            store_maintenance::run(ctx, o, rc::CLEAN_EXPIRED_CONSUMEQUEUE, "cleanExpiredCQ").await
+        }
+        C::CleanUnusedTopic(o) => {
+            store_maintenance::run(ctx, o, rc::CLEAN_UNUSED_TOPIC, "cleanUnusedTopic").await
+        }
     }
 }
 

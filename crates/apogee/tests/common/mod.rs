@@ -36,6 +36,17 @@ diskSpaceWarningLevelRatio = 100
 ";
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Writes a TOML config at `path` with `TEST_BROKER_SETTINGS` and more `[broker]` lines; returns
+/// the path, for `--config`.
+pub fn write_test_config(path: &Path, broker_settings: &str) -> PathBuf {
+    std::fs::write(
+        path,
+        format!("[broker]\n{TEST_BROKER_SETTINGS}{broker_settings}\n"),
+    )
+    .expect("config file");
+    path.to_path_buf()
+}
+
 /// One `apogee standalone` process with sync flush (an acknowledged send is on disk).
 pub struct Server {
     pid: u32,
@@ -62,12 +73,8 @@ impl Server {
         let n = std::fs::read_dir(parent).map(|d| d.count()).unwrap_or(0);
         let stderr_path = parent.join(format!("apogee-{n}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
-        let config_path = parent.join(format!("apogee-{n}.toml"));
-        std::fs::write(
-            &config_path,
-            format!("[broker]\n{TEST_BROKER_SETTINGS}{broker_settings}\n"),
-        )
-        .expect("config file");
+        let config_path =
+            write_test_config(&parent.join(format!("apogee-{n}.toml")), broker_settings);
         let mut child = Command::new(env!("CARGO_BIN_EXE_apogee"))
             .args(["standalone", "--data-dir"])
             .arg(data_dir)

@@ -44,6 +44,9 @@ pub(crate) const CODES: &[i32] = &[
     rc::GET_BROKER_CONFIG,
     rc::UPDATE_BROKER_CONFIG,
     rc::INVOKE_BROKER_TO_RESET_OFFSET,
+    rc::DELETE_EXPIRED_COMMITLOG,
+    rc::CLEAN_EXPIRED_CONSUMEQUEUE,
+    rc::CLEAN_UNUSED_TOPIC,
 ];
 
 /// How long telling one consumer about a reset may wait for room on its connection.
@@ -59,6 +62,9 @@ pub(crate) fn handle(
         rc::DELETE_TOPIC_IN_BROKER => {
             let h: DeleteTopicRequestHeader = try_reply!(header(&req));
             return delete_topic(b, h.topic);
+        }
+        rc::DELETE_EXPIRED_COMMITLOG | rc::CLEAN_EXPIRED_CONSUMEQUEUE | rc::CLEAN_UNUSED_TOPIC => {
+            return store_maintenance(b, req.code);
         }
         rc::GET_ALL_TOPIC_CONFIG => {
             let wrapper = b.topics.wrapper();
@@ -258,6 +264,46 @@ fn delete_topic(b: &Arc<BrokerInner>, topic: String) -> HandlerFuture {
                 format!("deleting the topic's queues failed: {e}"),
             )),
         }
+    })
+}
+
+/// mqadmin's storage maintenance: `deleteExpiredCommitLog` (expired segments go now, whatever the
+/// hour), `cleanExpiredCQ` (queue files below the log's start), `cleanUnusedTopic` (queues of
+/// topics the broker no longer has). File work, so off the async workers; the remark says what
+/// was done.
+fn store_maintenance(b: &Arc<BrokerInner>, code: i32) -> HandlerFuture {
+    let b = Arc::clone(b);
+    HandlerFuture::new(async move {
+        let work = tokio::task::spawn_blocking(move || match code {
+            rc::DELETE_EXPIRED_COMMITLOG => {
+                let n = b.store.delete_expired_now(std::time::SystemTime::now());
+                format!("deleted {n} expired commitlog file(s)")
+            }
+            rc::CLEAN_EXPIRED_CONSUMEQUEUE => {
+                b.store.clean_expired_consume_queues();
+                "cleaned expired consume queue files".to_owned()
+            }
+            _ => {
+                let removed = b.store.clean_unused_topics(|t| {
+                    b.topics.contains(t)
+                        || b.topics.is_system_topic(t)
+                        || t.starts_with(names::LMQ_PREFIX)
+                });
+                format!(
+                    "removed the queues of {} unused topic(s): {}",
+                    removed.len(),
+                    removed.join(", ")
+                )
+            }
+        })
+        .await;
+        Some(match work {
+            Ok(text) => {
+                tracing::info!("store maintenance ({code}): {text}");
+                success().with_remark(text)
+            }
+            Err(e) => respond(SYSTEM_ERROR, format!("store maintenance failed: {e}")),
+        })
     })
 }
 

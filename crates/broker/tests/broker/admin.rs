@@ -244,3 +244,81 @@ async fn runtime_info_and_broker_config() {
         .contains("counter"));
     b.stop().await;
 }
+
+async fn max_offset(b: &TestBroker, topic: &str, queue_id: i32) -> i64 {
+    let r = b
+        .call(RemotingCommand::request_with_header(
+            rc::GET_MAX_OFFSET,
+            &GetMaxOffsetRequestHeader {
+                topic: topic.into(),
+                queue_id,
+                committed: true,
+            },
+        ))
+        .await;
+    assert_eq!(r.code, SUCCESS, "{:?}", r.remark);
+    r.decode_header::<GetMaxOffsetResponseHeader>()
+        .unwrap()
+        .offset
+}
+
+#[tokio::test]
+async fn storage_maintenance_drops_unused_topics_and_keeps_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = TestBroker::start(config(dir.path())).await;
+    for t in ["KeepT", "DropT"] {
+        assert_eq!(b.call(create_topic(t, 1)).await.code, SUCCESS);
+        let h = send_header(t, 0, &props(&[]));
+        assert_eq!(b.call(send_v2(&h, b"m")).await.code, SUCCESS);
+    }
+    // A delayed message: its queue is in SCHEDULE_TOPIC_XXXX, a system topic with no config.
+    let h = send_header("KeepT", 0, &props(&[("DELAY", "18")]));
+    assert_eq!(b.call(send_v2(&h, b"later")).await.code, SUCCESS);
+    b.stop().await;
+
+    // The broker loses DropT's config (edited by hand, or deleted elsewhere); its queues stay.
+    let path = dir.path().join("config").join("topics.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(v["topicConfigTable"]
+        .as_object_mut()
+        .unwrap()
+        .remove("DropT")
+        .is_some());
+    std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    let b = TestBroker::start(config(dir.path())).await;
+    assert_eq!(max_offset(&b, "DropT", 0).await, 1);
+
+    let r = b
+        .call(RemotingCommand::request(rc::CLEAN_UNUSED_TOPIC))
+        .await;
+    assert_eq!(r.code, SUCCESS);
+    assert!(
+        r.remark.as_deref().unwrap().ends_with(": DropT"),
+        "{:?}",
+        r.remark
+    );
+    assert_eq!(max_offset(&b, "DropT", 0).await, 0);
+    assert!(!dir.path().join("store/consumequeue/DropT").exists());
+    assert_eq!(max_offset(&b, "KeepT", 0).await, 1);
+    assert_eq!(max_offset(&b, "SCHEDULE_TOPIC_XXXX", 17).await, 1);
+
+    // Nothing is past the reserved time: nothing goes, and the queues still read.
+    let r = b
+        .call(RemotingCommand::request(rc::DELETE_EXPIRED_COMMITLOG))
+        .await;
+    assert_eq!(r.code, SUCCESS);
+    assert!(
+        r.remark.as_deref().unwrap().contains("deleted 0"),
+        "{:?}",
+        r.remark
+    );
+    let r = b
+        .call(RemotingCommand::request(rc::CLEAN_EXPIRED_CONSUMEQUEUE))
+        .await;
+    assert_eq!(r.code, SUCCESS);
+    let got = records(&b.call(pull(&pull_header("G", "KeepT", 0, 0))).await.body);
+    assert_eq!(got.len(), 1);
+    assert_eq!(&got[0].body[..], b"m");
+    b.stop().await;
+}
