@@ -760,17 +760,20 @@ impl Inner {
         Ok(repair_from)
     }
 
-    /// Recovery found the log damaged at `end`, below the checkpoint: drops every queue entry for a
-    /// record at or past it.
-    fn cut_queues_at(&self, end: u64) -> Result<()> {
-        let queues: Vec<Arc<ConsumeQueue>> = self
-            .queues
+    /// Every consume queue, snapshotted so that no lock is held while working on them.
+    fn all_queues(&self) -> Vec<Arc<ConsumeQueue>> {
+        self.queues
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .values()
             .flat_map(|qs| qs.values().cloned())
-            .collect();
-        for q in queues {
+            .collect()
+    }
+
+    /// Recovery found the log damaged at `end`, below the checkpoint: drops every queue entry for a
+    /// record at or past it.
+    fn cut_queues_at(&self, end: u64) -> Result<()> {
+        for q in self.all_queues() {
             let mut max = q.max_offset();
             while max > q.min_offset() && q.get(max - 1).is_some_and(|e| e.commitlog_offset >= end)
             {
@@ -1195,14 +1198,7 @@ impl Inner {
                 self.last_store_timestamp_ms.load(Ordering::Acquire),
             )
         };
-        let queues: Vec<Arc<ConsumeQueue>> = self
-            .queues
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .flat_map(|qs| qs.values().cloned())
-            .collect();
-        for q in queues {
+        for q in self.all_queues() {
             q.flush()?;
         }
         self.index.flush()?;
@@ -1306,14 +1302,7 @@ impl Inner {
     /// offset, which it returns.
     fn trim_queues_and_index(&self) -> u64 {
         let min = self.commitlog.min_offset();
-        let queues: Vec<Arc<ConsumeQueue>> = self
-            .queues
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .flat_map(|qs| qs.values().cloned())
-            .collect();
-        for q in queues {
+        for q in self.all_queues() {
             q.delete_below(min);
         }
         self.index.delete_below(min);

@@ -13,8 +13,9 @@ pub struct Opts {
     /// Broker address.
     #[arg(short = 'b', long = "brokerAddr")]
     pub broker_addr: Option<String>,
-    /// Every master of this cluster.
-    #[arg(short = 'c', long = "cluster")]
+    /// Every master of this cluster (mqadmin spells it `--cluster` for these commands; the
+    /// `--clusterName` of the other commands is taken too).
+    #[arg(short = 'c', long = "cluster", alias = "clusterName")]
     pub cluster: Option<String>,
 }
 
